@@ -1,0 +1,89 @@
+"""Command-line plumbing shared by every script.
+
+Every script builds its parser with `make_parser` (so `--help` shows each
+default) and runs its body through `run_main`, which turns a `UserError` into a
+one-line message on stderr and exit code 2, with no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad path, bad value, bad file).
+
+    The message is one line that names the problem and the fix.
+    """
+
+
+def make_parser(description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse type: a float in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def require_file(path: str | os.PathLike, what: str, fix: str) -> Path:
+    """Return `path` as a Path, or raise a UserError naming it and the fix."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} not found: {p} ({fix})")
+    return p
+
+
+def require_output_dir(path: str | os.PathLike) -> Path:
+    """Check that the folder an output file goes into exists."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"output folder does not exist: {parent} (create it, or choose another path for {p.name})")
+    return p
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Run a script's main(); user errors become one line and exit code 2."""
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
