@@ -1,0 +1,1 @@
+"""BERT model folder: scripts run as `python data.py` etc. inside it."""

@@ -1,0 +1,76 @@
+"""Checkpoints: atomic saves, safe loads, and checks that a file fits the run.
+
+A checkpoint is a plain dict of tensors and JSON-like values, loaded with
+`torch.load(weights_only=True)`, so opening a file can never execute code
+from it. Saving writes a temporary file and renames it; the previous file is
+kept as `<name>.prev`, the fallback when the newest one is found damaged.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.cli import UserError
+from common.io import atomic_path
+
+
+def prev_path(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    return p.with_name(p.name + ".prev")
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], keep_previous: bool = True) -> None:
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        torch.save(state, tmp)
+        if keep_previous and target.exists():
+            os.replace(target, prev_path(target))
+    # atomic_path renamed tmp onto target
+
+
+def _load(path: Path) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError("not a checkpoint of this project")
+    return state
+
+
+def load_checkpoint(path: str | os.PathLike, fallback: bool = True) -> dict[str, Any]:
+    """Load a checkpoint; if it is truncated or corrupt, say so and use `<name>.prev` when there is one."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"checkpoint not found: {p} (check the path, or train one first)")
+    try:
+        return _load(p)
+    except Exception as e:  # torch raises several types for a damaged zip/pickle
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip()
+        prev = prev_path(p)
+        if fallback and prev.is_file():
+            try:
+                state = _load(prev)
+            except Exception:
+                pass
+            else:
+                print(f"warning: {p} is damaged ({reason}); using the previous checkpoint {prev}", file=sys.stderr)
+                return state
+        raise UserError(f"checkpoint {p} is damaged or not a checkpoint of this project ({reason}); delete it and train again")
+
+
+def check_compatible(state: dict[str, Any], path: str | os.PathLike, config: dict, vocab_fingerprint: str, vocab_path: str | os.PathLike) -> None:
+    """Refuse a checkpoint made with another vocab or another model shape."""
+    saved_vocab = state.get("vocab", {})
+    if saved_vocab.get("fingerprint") != vocab_fingerprint:
+        raise UserError(
+            f"{path} was trained with another vocab (size {saved_vocab.get('size')}, fingerprint "
+            f"{saved_vocab.get('fingerprint')}) than {vocab_path} ({config.get('n_vocab')} pieces, {vocab_fingerprint}); "
+            f"pass the --vocab it was trained with, or retrain"
+        )
+    saved = state.get("config", {})
+    diff = {k: (saved.get(k), v) for k, v in config.items() if k != "dropout" and saved.get(k) != v}
+    if diff:
+        shown = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
+        raise UserError(f"{path} does not match the config ({shown}); pass the --config it was trained with")

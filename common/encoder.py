@@ -1,0 +1,62 @@
+"""The bidirectional encoder shared by BERT and SpanBERT (Devlin et al., 2019;
+Joshi et al., 2020): token + position + segment embeddings with LayerNorm,
+post-LN layers, and the pooler (dense + tanh on the [CLS] state).
+
+Names follow Hugging Face's `modeling_bert.py` where they have an equivalent
+(`attention_mask`, `token_type_ids`, `pooler`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from common.config import ModelConfig
+from common.layers import LMHead, Transformer, init_weights
+from common.trainer import Metrics
+
+
+class BertModel(nn.Module):
+    """Encoder + pooler. forward -> (sequence output (B, T, D), pooled [CLS] (B, D))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Transformer(cfg, causal=False, embedding_layer_norm=True)
+        self.pooler = nn.Sequential(nn.Linear(cfg.d_hidn, cfg.d_hidn), nn.Tanh())
+        self.pooler.apply(init_weights)
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        return self.encoder.embeddings.token
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        return hidden, self.pooler(hidden[:, 0])
+
+
+class MLMHead(LMHead):
+    """BERT's MLM head: dense + GELU + LayerNorm, then the tied token embedding + a bias."""
+
+    def __init__(self, cfg: ModelConfig, token_embedding: nn.Embedding):
+        super().__init__(cfg, token_embedding, transform=True)
+
+
+def masked_lm_loss(head: nn.Module, hidden: Tensor, positions: Tensor, labels: Tensor,
+                   name: str = "mlm") -> tuple[Tensor, Metrics]:
+    """Cross-entropy at the masked positions only.
+
+    hidden (B, T, D); positions (B, M) indices into T; labels (B, M) the original
+    token ids, 0 ([PAD]) where a row has fewer than M masked tokens. Only the
+    masked rows are projected onto the vocab.
+    """
+    keep = labels != 0
+    rows = torch.arange(hidden.size(0), device=hidden.device)[:, None].expand_as(positions)
+    selected = hidden[rows[keep], positions[keep]]  # (N, D)
+    logits = head(selected).float()
+    y = labels[keep]
+    loss_sum = F.cross_entropy(logits, y, reduction="sum")
+    n = y.numel()
+    return loss_sum / max(n, 1), {f"{name}_loss": (loss_sum.detach(), n),
+                                  f"{name}_acc": ((logits.argmax(-1) == y).sum(), n)}

@@ -1,0 +1,241 @@
+"""The Transformer blocks every model is built from.
+
+Post-LayerNorm layers as in the GPT-1 and BERT papers (and Hugging Face's
+`OpenAIGPTModel` / `BertModel`): x = LN(x + Dropout(Attn(x))); x = LN(x + Dropout(FFN(x))).
+Attention runs on `torch.nn.functional.scaled_dot_product_attention`, which
+picks a fused kernel (flash / memory-efficient) where the device has one.
+
+Shapes: B = batch, T = sequence length, D = d_hidn, H = n_head, Dh = D / H.
+`attention_mask` is (B, T) with 1 (or True) at real tokens and 0 at padding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from common.config import ModelConfig
+
+
+class Embeddings(nn.Module):
+    """Token + learned position (+ segment) embeddings, then (LayerNorm) and dropout.
+
+    GPT-1 sums token and position embeddings and applies dropout; BERT also adds
+    segment embeddings and normalizes the sum (`layer_norm=True`).
+    """
+
+    def __init__(self, cfg: ModelConfig, layer_norm: bool):
+        super().__init__()
+        self.token = nn.Embedding(cfg.n_vocab, cfg.d_hidn)
+        self.position = nn.Embedding(cfg.n_seq, cfg.d_hidn)
+        self.segment = nn.Embedding(cfg.n_segment, cfg.d_hidn) if cfg.n_segment else None
+        self.norm = nn.LayerNorm(cfg.d_hidn, eps=cfg.layer_norm_epsilon) if layer_norm else nn.Identity()
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.n_seq = cfg.n_seq
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None, position_offset: int = 0) -> Tensor:
+        """(B, T) ids -> (B, T, D)."""
+        T = input_ids.size(1)
+        if position_offset + T > self.n_seq:
+            raise ValueError(f"sequence of {position_offset + T} tokens exceeds n_seq={self.n_seq}")
+        positions = torch.arange(position_offset, position_offset + T, device=input_ids.device)
+        x = self.token(input_ids) + self.position(positions)
+        if self.segment is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            x = x + self.segment(token_type_ids)
+        return self.dropout(self.norm(x))
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys/values of every layer for incremental decoding.
+
+    keys/values: (n_layer, B, H, max_len, Dh); `length` positions are filled.
+    Writing in place avoids re-concatenating the whole prefix at every step.
+    """
+
+    keys: Tensor
+    values: Tensor
+    length: int = 0
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> "KVCache":
+        shape = (cfg.n_layer, batch, cfg.n_head, max_len, cfg.d_head)
+        return cls(torch.empty(shape, device=device, dtype=dtype), torch.empty(shape, device=device, dtype=dtype))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.d_head = cfg.n_head, cfg.d_head
+        self.qkv = nn.Linear(cfg.d_hidn, 3 * cfg.d_hidn)
+        self.out = nn.Linear(cfg.d_hidn, cfg.d_hidn)
+        self.attn_dropout = cfg.dropout
+
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> Tensor:
+        """x (B, T, D) -> (B, T, D). attn_mask: bool, broadcastable to (B, H, T, S), True = may attend."""
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.d_head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, Dh)
+        if cache is not None:
+            start = cache.length
+            cache.keys[layer, :, :, start : start + T] = k
+            cache.values[layer, :, :, start : start + T] = v
+            k, v = cache.keys[layer, :, :, : start + T], cache.values[layer, :, :, : start + T]
+            if is_causal and start > 0:
+                # SDPA's is_causal aligns the mask top-left; with a prefix the query
+                # at step t sees keys <= start + t, so build that mask explicitly.
+                if T > 1:
+                    causal = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
+                    attn_mask = causal if attn_mask is None else attn_mask & causal
+                is_causal = False
+        if is_causal and attn_mask is not None:
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            attn_mask, is_causal = attn_mask & causal, False
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+        )
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class FeedForward(nn.Module):
+    """Position-wise FFN: Linear -> GELU (exact, as in both papers' code) -> Linear."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_hidn, cfg.d_ff)
+        self.proj = nn.Linear(cfg.d_ff, cfg.d_hidn)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class TransformerLayer(nn.Module):
+    """One post-LayerNorm layer."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attention = SelfAttention(cfg)
+        self.attention_norm = nn.LayerNorm(cfg.d_hidn, eps=cfg.layer_norm_epsilon)
+        self.ffn = FeedForward(cfg)
+        self.ffn_norm = nn.LayerNorm(cfg.d_hidn, eps=cfg.layer_norm_epsilon)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None, is_causal: bool, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, attn_mask, is_causal, cache, layer)))
+        return self.ffn_norm(x + self.dropout(self.ffn(x)))
+
+
+class Transformer(nn.Module):
+    """Embeddings + a stack of layers: the trunk shared by GPT, BERT and SpanBERT.
+
+    causal=True makes it a decoder (GPT): position t attends to positions <= t.
+    With right padding (all our batches) a causal model needs no padding mask:
+    real positions never look ahead at the pads that follow them.
+    """
+
+    def __init__(self, cfg: ModelConfig, causal: bool, embedding_layer_norm: bool):
+        super().__init__()
+        if cfg.n_vocab <= 0:
+            raise ValueError("ModelConfig.n_vocab is not set: call cfg.with_vocab(len(vocab))")
+        self.cfg, self.causal = cfg, causal
+        self.embeddings = Embeddings(cfg, layer_norm=embedding_layer_norm)
+        self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.n_layer))
+        self.apply(init_weights)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """(B, T) ids -> (B, T, D) hidden states. With `cache`, appends to it and advances it."""
+        offset = cache.length if cache is not None else 0
+        x = self.embeddings(input_ids, token_type_ids, position_offset=offset)
+        attn_mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            attn_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys that may be attended
+        for i, layer in enumerate(self.layers):
+            x = layer(x, attn_mask, self.causal, cache, i)
+        if cache is not None:
+            cache.length += input_ids.size(1)
+        return x
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """N(0, 0.02) weights, zero biases, unit LayerNorm: the BERT / GPT-1 initialization."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def masked_mean(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """Mean over real positions: (B, T, D), (B, T) -> (B, D). Padding contributes nothing."""
+    m = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def masked_max(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """Max over real positions: (B, T, D), (B, T) -> (B, D). Padding can never win."""
+    return hidden.masked_fill(~attention_mask.bool().unsqueeze(-1), torch.finfo(hidden.dtype).min).amax(1)
+
+
+def last_token(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """Hidden state of each row's last real token (right padding): (B, T, D) -> (B, D)."""
+    last = attention_mask.long().sum(1) - 1
+    return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+
+
+class LMHead(nn.Module):
+    """Transform (dense, GELU, LayerNorm) + output projection tied to the token embedding.
+
+    BERT's MLM head and SpanBERT's MLM head use the transform (`transform=True`);
+    GPT-1 projects the hidden state directly. Only the rows that are scored are
+    passed in, so no logits are computed for positions without a target.
+    """
+
+    def __init__(self, cfg: ModelConfig, token_embedding: nn.Embedding, transform: bool):
+        super().__init__()
+        self.transform = (
+            nn.Sequential(nn.Linear(cfg.d_hidn, cfg.d_hidn), nn.GELU(), nn.LayerNorm(cfg.d_hidn, eps=cfg.layer_norm_epsilon))
+            if transform else nn.Identity()
+        )
+        self.token_embedding = token_embedding  # tied: shares the parameter, not a copy
+        self.bias = nn.Parameter(torch.zeros(cfg.n_vocab)) if transform else None
+        self.transform.apply(init_weights)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """(..., D) -> (..., n_vocab) logits."""
+        return F.linear(self.transform(hidden), self.token_embedding.weight, self.bias)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int, lm_head_tokens_ratio: float = 1.0) -> float:
+    """Training FLOPs per token (forward + backward = 3 x forward), for MFU/GFLOP/s reports:
+    6 x (non-embedding params) + 6 x n_vocab x D for the tied output layer
+    (scaled by the share of tokens scored) + attention scores 12 x L x T x D."""
+    D, L = cfg.d_hidn, cfg.n_layer
+    layer_params = L * (4 * D * D + 2 * D * cfg.d_ff)
+    return 6 * layer_params + 6 * cfg.n_vocab * D * lm_head_tokens_ratio + 12 * L * seq_len * D
+
+

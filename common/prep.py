@@ -1,0 +1,99 @@
+"""What every data.py shares: options, and tokenizing kowiki.json on all cores.
+
+Articles stream through a process pool in chunks, so memory stays flat and
+both cores (or all of them) tokenize; results come back in corpus order, so
+the output is the same whatever the number of workers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+
+from tqdm import tqdm
+
+from common.cli import UserError, make_parser, positive_int
+from common.paths import DEFAULT_VOCAB, KOWIKI_JSON, rel
+from common.vocab import Vocab
+
+_worker_vocab: Vocab | None = None
+
+
+def data_parser(description: str, default_output: Path, n_seq: int) -> argparse.ArgumentParser:
+    parser = make_parser(description)
+    parser.add_argument("--input", default=rel(KOWIKI_JSON), help="kowiki.json from data/kowiki.py")
+    parser.add_argument("--output", default=rel(default_output), help="token store folder to write")
+    parser.add_argument("--n_seq", type=positive_int, default=n_seq, help="tokens per training instance")
+    parser.add_argument("--vocab", default=rel(DEFAULT_VOCAB), help="SentencePiece model")
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="tokenizer processes")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    return parser
+
+
+def check_output(path: str | os.PathLike, force: bool) -> bool:
+    """True when the output must be (re)built; False when it exists and is kept."""
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise UserError(f"output folder does not exist: {p.parent} (create it, or pass another --output)")
+    if p.exists() and not force:
+        print(f"{p} exists: kept as it is (pass --force to rebuild)")
+        return False
+    return True
+
+
+def _init_worker(vocab_path: str) -> None:
+    global _worker_vocab
+    _worker_vocab = Vocab(vocab_path)
+
+
+def _tokenize_chunk(chunk: tuple[int, list[str]]) -> tuple[int, list[list[list[int]]] | int]:
+    """-> (bytes read, articles) or (bytes read, number of the first bad line)."""
+    assert _worker_vocab is not None
+    first_lineno, lines = chunk
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            paragraphs = [p for p in json.loads(line)["text"] if p.strip()]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return 0, first_lineno + i
+        out.append(_worker_vocab.encode_batch(paragraphs) if paragraphs else [])
+    return sum(len(line.encode("utf-8")) for line in lines), out
+
+
+def _chunks(path: Path, size: int) -> Iterator[tuple[int, list[str]]]:
+    with open(path, encoding="utf-8") as f:
+        numbered = ((n, line) for n, line in enumerate(f, 1) if line.strip())
+        while chunk := list(islice(numbered, size)):
+            yield chunk[0][0], [line for _, line in chunk]
+
+
+def tokenized_articles(path: str | os.PathLike, vocab_path: str | os.PathLike, workers: int,
+                       chunk_size: int = 64) -> Iterator[list[list[int]]]:
+    """Yield each article of kowiki.json as a list of paragraphs, each a list of token ids."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"corpus not found: {p} (build it with python data/kowiki.py from the repository root)")
+    bar = tqdm(total=p.stat().st_size, unit="B", unit_scale=True, desc="tokenize", mininterval=1.0)
+    chunks = _chunks(p, chunk_size)
+    if workers == 1:
+        _init_worker(str(vocab_path))
+        results: Iterator[tuple[int, list[list[list[int]]] | int]] = map(_tokenize_chunk, chunks)
+        pool = None
+    else:
+        pool = mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers, _init_worker, (str(vocab_path),))
+        results = pool.imap(_tokenize_chunk, chunks, chunksize=1)
+    try:
+        for n_bytes, articles in results:
+            if isinstance(articles, int):
+                raise UserError(f"{p}:{articles}: not a kowiki.json article line (rebuild it with python data/kowiki.py)")
+            bar.update(n_bytes)
+            yield from articles
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+

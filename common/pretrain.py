@@ -1,0 +1,147 @@
+"""The pretraining script every model folder runs, parameterized by a `PretrainSpec`.
+
+A model folder's pretrain.py declares only its model, its dataset over the
+token store, and its loss; options, device, held-out split, checkpoints,
+resume and reporting are the same for GPT, BERT and SpanBERT.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from common.checkpoint import check_compatible, load_checkpoint
+from common.cli import UserError, make_parser, non_negative_int, positive_int, require_output_dir, run_main
+from common.config import ModelConfig, load_config
+from common.device import setup_runtime, seed_everything
+from common.io import write_json
+from common.layers import count_parameters
+from common.paths import DEFAULT_VOCAB, rel
+from common.token_store import TokenStore
+from common.trainer import Dataset, TrainSettings, Trainer, evaluate, random_batches
+from common.vocab import load_vocab
+
+
+class Subset:
+    """A view of a dataset through an index array (the train / held-out split)."""
+
+    def __init__(self, dataset: Dataset, indices: np.ndarray):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def collate(self, indices: np.ndarray):
+        return self.dataset.collate(self.indices[indices])
+
+
+@dataclass
+class PretrainSpec:
+    name: str  # "gpt", "bert", "spanbert"
+    folder: Path  # the model folder (defaults are resolved against it)
+    default_input: Path  # token store written by data.py
+    build_model: Callable[[ModelConfig], nn.Module]  # a `.trunk`; forward(**batch) -> (loss, metrics)
+    open_dataset: Callable[[TokenStore, ModelConfig], Dataset]
+    format_metrics: Callable[[dict[str, float]], str]
+    default_lr: float = 1e-4
+    default_batch: int = 64
+    default_epoch: int = 20
+
+
+def add_common_training_args(parser: argparse.ArgumentParser, folder: Path, save_default: str, batch: int,
+                             epoch: int, lr: float) -> None:
+    """Options shared by pretrain.py and train.py."""
+    parser.add_argument("--config", default=rel(folder / "config_half.json"), help="model config JSON")
+    parser.add_argument("--vocab", default=rel(DEFAULT_VOCAB), help="SentencePiece model")
+    parser.add_argument("--save", default=rel(folder / save_default), help="checkpoint to write")
+    parser.add_argument("--epoch", type=positive_int, default=epoch, help="epochs")
+    parser.add_argument("--batch", type=positive_int, default=batch,
+                        help="global batch size (summed over GPUs / torchrun ranks and --grad_accum steps)")
+    parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW)")
+    parser.add_argument("--warmup", type=float, default=0.05, help="warmup: share of steps if < 1, else a step count")
+    parser.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
+    parser.add_argument("--grad_accum", type=positive_int, default=1, help="micro-batches per optimizer step")
+    parser.add_argument("--max_steps", type=non_negative_int, default=0, help="stop after this many steps (0: no cap)")
+    parser.add_argument("--gpu", type=int, default=None, help="GPU index (default: cuda:0 if present, else CPU)")
+    parser.add_argument("--seed", type=int, default=42, help="random seed")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint training left behind")
+
+
+def settings_from_args(args: argparse.Namespace, save_every: int = 0) -> TrainSettings:
+    if args.lr <= 0:
+        raise UserError(f"--lr must be > 0, got {args.lr}")
+    if args.warmup < 0:
+        raise UserError(f"--warmup must be >= 0, got {args.warmup}")
+    return TrainSettings(epochs=args.epoch, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
+                         weight_decay=args.weight_decay, grad_accum=args.grad_accum, seed=args.seed,
+                         save_every=save_every, max_steps=args.max_steps)
+
+
+def pretrain_main(spec: PretrainSpec) -> None:
+    parser = make_parser(f"Pretrain {spec.name.upper()} on the token store written by data.py.")
+    parser.add_argument("--input", default=rel(spec.default_input), help="token store folder from data.py")
+    add_common_training_args(parser, spec.folder, "save_pretrain.pth", spec.default_batch, spec.default_epoch,
+                             spec.default_lr)
+    parser.add_argument("--save_every", type=non_negative_int, default=1000, help="also checkpoint every N steps (0: epoch ends only)")
+    parser.add_argument("--heldout", type=float, default=0.01, help="share of instances held out for evaluation, never trained on")
+    args = parser.parse_args()
+    run_main(lambda: pretrain(spec, args))
+
+
+def pretrain(spec: PretrainSpec, args: argparse.Namespace) -> list[dict]:
+    settings = settings_from_args(args, save_every=args.save_every)
+    if not 0 < args.heldout < 0.5:
+        raise UserError(f"--heldout must be in (0, 0.5), got {args.heldout}")
+    vocab = load_vocab(args.vocab)
+    cfg = load_config(args.config).with_vocab(len(vocab))
+    store = TokenStore(args.input, hint=f"run python data.py in {spec.name}/")
+    store.check_vocab(vocab.fingerprint, args.vocab)
+    save = require_output_dir(args.save)
+    runtime = setup_runtime(args.gpu)
+    seed_everything(args.seed)
+
+    dataset = spec.open_dataset(store, cfg)
+    n = len(dataset)
+    n_heldout = max(1, int(round(n * args.heldout)))
+    if n - n_heldout < args.batch:
+        raise UserError(f"{args.input} holds {n} instances: too few for --batch {args.batch} after holding out "
+                        f"{n_heldout}; use a bigger corpus or a smaller --batch")
+    train_set = Subset(dataset, np.arange(n - n_heldout))  # the held-out slice is the corpus' tail
+    heldout_set = Subset(dataset, np.arange(n - n_heldout, n))
+
+    model = spec.build_model(cfg)
+    meta = {"kind": f"{spec.name}-pretrain", "config": cfg.to_dict(),
+            "vocab": {"fingerprint": vocab.fingerprint, "size": len(vocab)}, "args": vars(args)}
+    trainer = Trainer(model, train_set,
+                      batch_plan=lambda epoch: random_batches(len(train_set), args.batch, args.seed, epoch),
+                      settings=settings, runtime=runtime, checkpoint_path=save, checkpoint_meta=meta,
+                      desc="pretrain")
+
+    def on_epoch_end(epoch: int, train_metrics: dict[str, float]) -> dict[str, float]:
+        heldout = evaluate(model, heldout_set, args.batch, runtime)
+        if runtime.is_main:
+            print(f"epoch {epoch + 1}: train {spec.format_metrics(train_metrics)} | held-out {spec.format_metrics(heldout)}")
+        return {f"heldout_{k}": v for k, v in heldout.items()}
+
+    trainer.on_epoch_end = on_epoch_end
+    if args.resume:
+        state = load_checkpoint(save)
+        check_compatible(state, save, cfg.to_dict(), vocab.fingerprint, args.vocab)
+        trainer.resume(state)
+    elif save.exists():
+        raise UserError(f"{save} exists: pass --resume to continue it, or another --save to start over")
+    if runtime.is_main:
+        print(f"{spec.name}: {count_parameters(model) / 1e6:.1f}M parameters, {len(train_set):,} train / "
+              f"{n_heldout:,} held-out instances, {trainer.total_steps:,} steps of {args.batch} on {runtime.device}")
+    history = trainer.fit()
+    if runtime.is_main:
+        log = save.with_suffix(".log.json")
+        write_json(log, history)
+        print(f"saved {save} (per-epoch log: {log})")
+    return history
+
+

@@ -1,0 +1,133 @@
+"""Results of fine-tuning runs: per-run CSV logs, the model's results table,
+its README section and plots, all regenerated from the logged files.
+
+    python -m common.results gpt      # rebuild gpt/README.md's table and gpt/img/*.svg
+
+Layout inside a model folder:
+    runs/<ITEM>.csv   per-epoch log of one run (train loss, dev/test loss and accuracy, time, tokens/s)
+    results.csv       one row per finished run (the README table is made from it)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+from common.cli import UserError, make_parser, run_main
+from common.io import atomic_open, atomic_path
+from common.paths import REPO_ROOT
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+RESULT_COLUMNS = ["item", "pretrain", "variant", "epochs", "best_epoch", "train_reviews", "dev_acc",
+                  "test_loss", "test_acc", "minutes", "device", "note"]
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_open(path, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    p = Path(path)
+    if not p.is_file():
+        return []
+    with open(p, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def append_result(path: str | os.PathLike, row: dict[str, Any]) -> None:
+    """Add a run's row; a row with the same item replaces the older one (a rerun supersedes it)."""
+    rows = [r for r in read_csv(path) if r["item"] != row["item"]]
+    write_csv(path, rows + [row], RESULT_COLUMNS)
+
+
+def _fmt(value: str, digits: int = 4) -> str:
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return value or ""
+
+
+def results_table(rows: list[dict[str, str]]) -> str:
+    """The markdown table for a README."""
+    head = "| ITEM | Pretrain | Variant | Epochs (best) | Train reviews | Dev acc | Test loss | Test acc | Minutes | Device | Note |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['item']} | {r['pretrain']} | {r['variant']} | {r['epochs']} ({r['best_epoch']}) | {r['train_reviews']} | "
+            f"{_fmt(r['dev_acc'])} | {_fmt(r['test_loss'])} | **{_fmt(r['test_acc'])}** | {_fmt(r['minutes'], 1)} | "
+            f"{r['device']} | {r.get('note', '')} |"
+        )
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, table: str) -> None:
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else f"{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        raise UserError(f"{readme} has no {BEGIN} ... {END} section (add the two marker lines where the table goes)")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with atomic_open(readme) as f:
+        f.write(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+
+
+def plot_runs(run_logs: list[Path], img_dir: Path) -> list[Path]:
+    """img/loss.svg (train and test loss per epoch) and img/accuracy.svg (dev and test accuracy)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img_dir.mkdir(exist_ok=True)
+    written = []
+    for name, series, ylabel in (("loss", [("train_loss", "-"), ("test_loss", "--")], "loss"),
+                                 ("accuracy", [("dev_acc", "--"), ("test_acc", "-")], "accuracy")):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for i, log in enumerate(sorted(run_logs)):
+            rows = read_csv(log)
+            color = f"C{i % 10}"
+            for key, style in series:
+                points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key)]
+                if points:
+                    ax.plot(*zip(*points), style, color=color, marker="o", ms=3, label=f"{log.stem} {key}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        target = img_dir / f"{name}.svg"
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format="svg", metadata={"Date": None})  # no timestamp: reruns diff cleanly
+        plt.close(fig)
+        written.append(target)
+    return written
+
+
+def update_report(folder: str | os.PathLike) -> None:
+    """Regenerate a model folder's README table and plots from results.csv and runs/*.csv."""
+    folder = Path(folder)
+    rows = read_csv(folder / "results.csv")
+    if not rows:
+        raise UserError(f"{folder / 'results.csv'} has no results yet (run train.py in {folder.name}/ first)")
+    update_readme(folder / "README.md", results_table(rows))
+    plot_runs(sorted((folder / "runs").glob("*.csv")), folder / "img")
+    print(f"updated {folder / 'README.md'} ({len(rows)} rows) and {folder / 'img'}/loss.svg, accuracy.svg")
+
+
+def main() -> None:
+    parser = make_parser("Regenerate a model's README results table and plots from its logged runs.")
+    parser.add_argument("model", help="model folder: gpt, bert or spanbert (or a path)")
+    args: argparse.Namespace = parser.parse_args()
+    folder = Path(args.model)
+    if not folder.is_dir():
+        folder = REPO_ROOT / args.model
+    run_main(lambda: update_report(folder))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Flat on-disk arrays read back with `np.memmap` (the nanoGPT way).
+
+A store is a folder: one raw `<name>.bin` file per array plus `meta.json`
+(dtype and shape of each array, and whatever the writer records: vocab
+fingerprint, n_seq, counts). Loading maps the files, so memory does not grow
+with the corpus. The folder is written under a temporary name and renamed at
+the end: an interrupted data.py never leaves a store that looks complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from common.cli import UserError
+
+META = "meta.json"
+
+
+class StoreWriter:
+    """Append chunks to named arrays; `close()` publishes the store atomically.
+
+    Arrays are 1-D, or 2-D with a fixed row width (chunks are appended row-wise).
+    """
+
+    def __init__(self, path: str | os.PathLike, meta: dict[str, Any] | None = None):
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise UserError(f"output folder does not exist: {self.path.parent} (create it, or pass another --output)")
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.files: dict[str, BinaryIO] = {}
+        self.specs: dict[str, dict[str, Any]] = {}
+
+    def append(self, name: str, chunk: np.ndarray) -> None:
+        if name not in self.files:
+            self.files[name] = open(self.tmp / f"{name}.bin", "wb")
+            self.specs[name] = {"dtype": chunk.dtype.str, "shape": [0, *chunk.shape[1:]]}
+        spec = self.specs[name]
+        if chunk.dtype.str != spec["dtype"] or list(chunk.shape[1:]) != spec["shape"][1:]:
+            raise ValueError(f"{name}: chunk {chunk.dtype}{chunk.shape} does not match {spec}")
+        self.files[name].write(np.ascontiguousarray(chunk).tobytes())
+        spec["shape"][0] += chunk.shape[0]
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        with open(self.tmp / META, "w", encoding="utf-8") as f:
+            json.dump({**self.meta, "arrays": self.specs}, f, ensure_ascii=False, indent=2)
+        old = None
+        if self.path.exists():  # only reached with --force: move the old store aside, then delete it
+            old = self.path.with_name(f".{self.path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.path, old)
+        os.replace(self.tmp, self.path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        for f in self.files.values():
+            f.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class TokenStore:
+    """A store opened read-only: `store.meta`, `store["tokens"]` (a np.memmap)."""
+
+    def __init__(self, path: str | os.PathLike, hint: str = "run python data.py first"):
+        self.path = Path(path)
+        meta_file = self.path / META
+        if not meta_file.is_file():
+            raise UserError(f"pretraining data not found: {self.path} ({hint})")
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_file.read_text(encoding="utf-8"))
+            specs = self.meta["arrays"]
+        except (json.JSONDecodeError, KeyError):
+            raise UserError(f"{meta_file} is damaged (delete {self.path} and {hint})")
+        self.arrays: dict[str, np.ndarray] = {}
+        for name, spec in specs.items():
+            file = self.path / f"{name}.bin"
+            dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
+            expected = int(np.prod(shape)) * dtype.itemsize
+            if not file.is_file() or file.stat().st_size != expected:
+                raise UserError(f"{file} is missing or truncated (delete {self.path} and {hint})")
+            self.arrays[name] = (np.memmap(file, dtype=dtype, mode="r", shape=shape) if expected
+                                 else np.zeros(shape, dtype=dtype))
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def check_vocab(self, fingerprint: str, vocab_path: str | os.PathLike) -> None:
+        if self.meta.get("vocab_fingerprint") != fingerprint:
+            raise UserError(f"{self.path} was built with another vocab than {vocab_path}; "
+                            f"rebuild it with python data.py --force (or pass the matching --vocab)")

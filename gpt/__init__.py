@@ -1,0 +1,1 @@
+"""GPT model folder: scripts run as `python data.py` etc. inside it."""

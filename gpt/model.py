@@ -1,0 +1,83 @@
+"""GPT-1 (Radford et al., 2018): a Transformer decoder trained as a language model,
+then fine-tuned with a linear classifier on the last real token, optionally
+keeping the language-model loss as an auxiliary objective (L3 = L2 + lambda * L1).
+
+The trunk is `common.layers.Transformer` with a causal mask and no LayerNorm on
+the embeddings (post-LN layers, learned positions, GELU: the GPT-1 architecture).
+Training modules return (loss, metrics) from `forward`, so DDP wraps them whole.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from common.config import ModelConfig
+from common.layers import KVCache, LMHead, Transformer, last_token
+from common.trainer import Metrics
+from common.vocab import PAD_ID
+
+
+def lm_loss(lm_head: nn.Module, hidden: Tensor, targets: Tensor) -> tuple[Tensor, Metrics]:
+    """Next-token cross-entropy over positions whose target is a real token.
+
+    Only those rows are projected onto the vocab, so padding costs no LM-head FLOPs.
+    hidden (B, T, D); targets (B, T) holding PAD_ID where there is nothing to predict.
+    """
+    keep = targets != PAD_ID
+    logits = lm_head(hidden[keep]).float()
+    y = targets[keep]
+    loss_sum = F.cross_entropy(logits, y, reduction="sum")
+    n = y.numel()
+    correct = (logits.argmax(-1) == y).sum()
+    return loss_sum / max(n, 1), {"loss": (loss_sum.detach(), n), "acc": (correct, n)}
+
+
+class GPTLMHeadModel(nn.Module):
+    """Trunk + LM head tied to the token embedding: pretraining and generation."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.trunk = Transformer(cfg, causal=True, embedding_layer_norm=False)
+        self.lm_head = LMHead(cfg, self.trunk.embeddings.token, transform=False)
+
+    def forward(self, input_ids: Tensor, labels: Tensor) -> tuple[Tensor, Metrics]:
+        """input_ids (B, T), labels (B, T) = input_ids shifted left by one."""
+        return lm_loss(self.lm_head, self.trunk(input_ids), labels)
+
+    def logits(self, input_ids: Tensor, cache: KVCache | None = None) -> Tensor:
+        """(B, T) -> next-token logits (B, T, n_vocab); with `cache`, only the new positions are computed."""
+        return self.lm_head(self.trunk(input_ids, cache=cache))
+
+
+class GPTForSequenceClassification(nn.Module):
+    """Trunk + classifier on the last real token ([EOS]) + optional auxiliary LM loss."""
+
+    def __init__(self, cfg: ModelConfig, n_labels: int = 2, lm_coef: float = 0.0):
+        super().__init__()
+        self.cfg, self.lm_coef = cfg, lm_coef
+        self.trunk = Transformer(cfg, causal=True, embedding_layer_norm=False)
+        self.lm_head = LMHead(cfg, self.trunk.embeddings.token, transform=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.d_hidn, n_labels)
+        nn.init.normal_(self.classifier.weight, std=0.02)
+        nn.init.zeros_(self.classifier.bias)
+
+    def classify(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """-> (class logits (B, n_labels), hidden states (B, T, D)). Right padding only."""
+        hidden = self.trunk(input_ids)  # causal: real positions never see the pads after them
+        return self.classifier(self.dropout(last_token(hidden, attention_mask))), hidden
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> tuple[Tensor, Metrics]:
+        logits, hidden = self.classify(input_ids, attention_mask)
+        logits = logits.float()
+        cls_sum = F.cross_entropy(logits, labels, reduction="sum")
+        n = labels.numel()
+        loss = cls_sum / n
+        metrics: Metrics = {"loss": (cls_sum.detach(), n), "acc": ((logits.argmax(-1) == labels).sum(), n)}
+        if self.lm_coef > 0:  # L3 = L2 + lambda * L1; skipped entirely when lambda = 0
+            targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, PAD_ID)
+            lm, lm_metrics = lm_loss(self.lm_head, hidden[:, :-1], targets)
+            loss = loss + self.lm_coef * lm
+            metrics["lm_loss"] = lm_metrics["loss"]
+        return loss, metrics

@@ -1,0 +1,6 @@
+"""Fine-tune GPT on NSMC (run pretrain.py first, or it trains from scratch and says so)."""
+from common.finetune import finetune_main
+from gpt.finetune_spec import SPEC
+
+if __name__ == "__main__":
+    finetune_main(SPEC)
