@@ -1,0 +1,122 @@
+"""GPT: generation with the KV cache, sampling filters, the classifier and its losses."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.config import ModelConfig
+from common.vocab import BOS_ID, EOS_ID, PAD_ID
+from gpt.finetune_spec import wrap
+from gpt.generate import filter_logits, generate
+from gpt.model import GPTForSequenceClassification, GPTLMHeadModel, lm_loss
+
+CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=64, n_seq=48, dropout=0.0, n_vocab=60)
+
+
+def lm_model() -> GPTLMHeadModel:
+    torch.manual_seed(0)
+    return GPTLMHeadModel(CFG).eval()
+
+
+def classifier(lm: float = 0.0) -> GPTForSequenceClassification:
+    torch.manual_seed(0)
+    return GPTForSequenceClassification(CFG, lm_coef=lm).eval()
+
+
+@pytest.mark.parametrize("sampling", [dict(temperature=0.0), dict(top_k=5), dict(top_k=0, top_p=0.8)])
+def test_kv_cache_generation_equals_recomputation(sampling: dict) -> None:
+    model = lm_model()
+    prompt = [BOS_ID, 10, 11, 12]
+    runs = []
+    for use_cache in (True, False):
+        g = torch.Generator().manual_seed(3)
+        runs.append(generate(model, prompt, 30, use_cache=use_cache, generator=g, stop_at_eos=False, **sampling))
+    assert runs[0] == runs[1] and len(runs[0]) == 30
+
+
+def test_cached_logits_equal_full_logits() -> None:
+    from common.layers import KVCache
+
+    model = lm_model()
+    ids = torch.tensor([[BOS_ID, 9, 8, 7, 6, 5, 4]])
+    with torch.no_grad():
+        full = model.logits(ids)
+        cache = KVCache.empty(CFG, 1, 10, ids.device, torch.float32)
+        steps = [model.logits(ids[:, :3], cache)] + [model.logits(ids[:, t : t + 1], cache) for t in range(3, 7)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_top_k_keeps_exactly_the_k_largest() -> None:
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    kept = torch.isfinite(filter_logits(logits, top_k=2))
+    assert kept.tolist() == [[False, True, False, True, False]]
+    assert torch.isfinite(filter_logits(logits, top_k=10)).all()
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
+    probs = torch.tensor([[0.05, 0.5, 0.3, 0.1, 0.05]])
+    logits = probs.log()
+    assert torch.isfinite(filter_logits(logits, top_p=0.5)).tolist() == [[False, True, False, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.75)).tolist() == [[False, True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.85)).tolist() == [[False, True, True, True, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.01)).sum() == 1  # the top token always stays
+
+
+def test_top_k_and_top_p_are_exclusive() -> None:
+    with pytest.raises(ValueError, match="exclusive"):
+        filter_logits(torch.zeros(1, 4), top_k=2, top_p=0.5)
+
+
+def batch_of(reviews: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    seqs = [wrap(r, CFG.n_seq) for r in reviews]
+    T = max(map(len, seqs))
+    ids = torch.full((len(seqs), T), PAD_ID)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+    return ids, (ids != PAD_ID).long()
+
+
+REVIEWS = [[10, 11, 12, 13, 14, 15, 16, 17], [20, 21], [30, 31, 32, 33]]
+
+
+def test_classifier_reads_the_last_real_token() -> None:
+    model = classifier()
+    ids, mask = batch_of(REVIEWS)
+    with torch.no_grad():
+        batch_logits, _ = model.classify(ids, mask)
+        for i, r in enumerate(REVIEWS):
+            alone_ids, alone_mask = batch_of([r])
+            torch.testing.assert_close(batch_logits[i], model.classify(alone_ids, alone_mask)[0][0], atol=1e-5, rtol=1e-5)
+    # the classified position is [EOS], not a pad: changing the token before [EOS] changes the logits
+    changed = ids.clone()
+    changed[1, 2] = 40
+    with torch.no_grad():
+        assert not torch.allclose(model.classify(changed, mask)[0][1], batch_logits[1])
+
+
+def test_wrap_fits_n_seq_and_ends_with_eos() -> None:
+    assert wrap(list(range(10, 100)), 16) == [BOS_ID, *range(10, 24), EOS_ID]
+
+
+def test_lm_coefficient_composes_the_loss() -> None:
+    ids, mask = batch_of(REVIEWS)
+    labels = torch.tensor([1, 0, 1])
+    loss0, m0 = classifier(0.0)(ids, mask, labels)
+    loss5, m5 = classifier(0.5)(ids, mask, labels)
+    assert "lm_loss" not in m0 and "lm_loss" in m5
+    lm_mean = m5["lm_loss"][0] / m5["lm_loss"][1]
+    torch.testing.assert_close(loss5, loss0 + 0.5 * lm_mean)
+    # the LM targets are exactly the next real tokens: pads and the position after [EOS] are never targets
+    assert m5["lm_loss"][1] == int(mask.sum()) - len(REVIEWS)
+
+
+def test_lm_loss_matches_plain_cross_entropy_on_real_targets() -> None:
+    torch.manual_seed(1)
+    head = torch.nn.Linear(8, 12)
+    hidden = torch.randn(2, 5, 8)
+    targets = torch.tensor([[3, 4, 5, PAD_ID, PAD_ID], [6, 7, 8, 9, 10]])
+    loss, metrics = lm_loss(head, hidden, targets)
+    keep = targets != PAD_ID
+    torch.testing.assert_close(loss, F.cross_entropy(head(hidden[keep]), targets[keep]))
+    assert metrics["loss"][1] == 8

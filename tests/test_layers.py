@@ -1,0 +1,97 @@
+"""The Transformer blocks: padding, causality, the KV cache and pooling, on exact small cases."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from common.config import ModelConfig
+from common.layers import KVCache, Transformer, last_token, masked_max, masked_mean
+from common.vocab import PAD_ID
+
+CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=64, n_seq=16, n_segment=2, dropout=0.0, n_vocab=50)
+
+
+def trunk(causal: bool, emb_ln: bool = True) -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(CFG, causal=causal, embedding_layer_norm=emb_ln).eval()
+
+
+def padded(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(map(len, seqs))
+    ids = torch.full((len(seqs), T), PAD_ID)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+    return ids, (ids != PAD_ID).long()
+
+
+SEQS = [[7, 8, 9, 10, 11, 12, 13], [20, 21, 22], [30, 31, 32, 33, 34]]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_padded_batch_equals_each_sequence_alone(causal: bool) -> None:
+    model = trunk(causal)
+    ids, mask = padded(SEQS)
+    with torch.no_grad():
+        batch_out = model(ids, attention_mask=mask)
+        for i, s in enumerate(SEQS):
+            alone = model(torch.tensor([s]))
+            torch.testing.assert_close(batch_out[i, : len(s)], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_causal_model_cannot_see_the_future() -> None:
+    model = trunk(causal=True, emb_ln=False)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    changed = ids.clone()
+    changed[0, 4] = 40  # change token t+1 = 4
+    with torch.no_grad():
+        a, b = model(ids), model(changed)
+    torch.testing.assert_close(a[0, :4], b[0, :4], atol=0, rtol=0)
+    assert not torch.allclose(a[0, 4:], b[0, 4:])
+
+
+def test_bidirectional_model_sees_the_future() -> None:
+    model = trunk(causal=False)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    changed = ids.clone()
+    changed[0, 4] = 40
+    with torch.no_grad():
+        assert not torch.allclose(model(ids)[0, :4], model(changed)[0, :4])
+
+
+def test_padding_tokens_are_not_attended_to() -> None:
+    """Whatever sits in the padded slots, real positions see nothing of it."""
+    model = trunk(causal=False)
+    ids, mask = padded(SEQS)
+    garbage = ids.masked_fill(mask == 0, 17)
+    with torch.no_grad():
+        a, b = model(ids, mask), model(garbage, mask)
+    torch.testing.assert_close(a[mask.bool()], b[mask.bool()], atol=1e-6, rtol=1e-6)
+
+
+def test_kv_cache_matches_full_recomputation() -> None:
+    model = trunk(causal=True, emb_ln=False)
+    ids = torch.tensor([[3, 9, 4, 11, 25, 6, 7, 30, 2]])
+    with torch.no_grad():
+        full = model(ids)
+        cache = KVCache.empty(CFG, 1, 16, ids.device, torch.float32)
+        prefix = model(ids[:, :4], cache=cache)  # prefill
+        steps = [model(ids[:, t : t + 1], cache=cache) for t in range(4, 7)]
+        chunk = model(ids[:, 7:9], cache=cache)  # a multi-token chunk after a prefix
+    incremental = torch.cat([prefix, *steps, chunk], dim=1)
+    torch.testing.assert_close(incremental, full, atol=1e-5, rtol=1e-5)
+    assert cache.length == 9
+
+
+def test_sequence_longer_than_n_seq_is_refused() -> None:
+    with pytest.raises(ValueError, match="n_seq"):
+        trunk(causal=True)(torch.ones(1, CFG.n_seq + 1, dtype=torch.long))
+
+
+def test_pooling_ignores_padding() -> None:
+    hidden = torch.randn(2, 5, 3)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    big = hidden.clone()
+    big[0, 3:] = 1e4  # padded slots hold huge values: they must not leak
+    torch.testing.assert_close(masked_mean(big, mask)[0], hidden[0, :3].mean(0))
+    torch.testing.assert_close(masked_max(big, mask)[0], hidden[0, :3].amax(0))
+    torch.testing.assert_close(last_token(big, mask), torch.stack([hidden[0, 2], hidden[1, 4]]))

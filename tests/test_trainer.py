@@ -1,0 +1,124 @@
+"""The training loop: exact resume, schedule, checkpoint safety, token stores."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.checkpoint import load_checkpoint, prev_path, save_checkpoint
+from common.cli import UserError
+from common.config import ModelConfig
+from common.device import Runtime, seed_everything, select_device
+from common.token_store import StoreWriter, TokenStore
+from common.trainer import Trainer, TrainSettings, forward_step, lr_factor, random_batches
+from gpt.model import GPTLMHeadModel
+from gpt.pretrain import WindowDataset
+
+CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=64, n_seq=16, dropout=0.1, n_vocab=40)
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> TokenStore:
+    tokens = np.random.default_rng(0).integers(7, 40, size=16 * 40 + 1).astype(np.uint16)
+    with StoreWriter(tmp_path / "store", {"n_seq": 16, "vocab_fingerprint": "x"}) as w:
+        w.append("tokens", tokens[:300])
+        w.append("tokens", tokens[300:])
+    return TokenStore(tmp_path / "store")
+
+
+def make_trainer(store: TokenStore, ckpt: Path, step_fn=forward_step) -> Trainer:
+    seed_everything(123)
+    data = WindowDataset(store, CFG)
+    settings = TrainSettings(epochs=2, batch_size=8, lr=1e-3, warmup=2, seed=5, save_every=3)
+    return Trainer(GPTLMHeadModel(CFG), data, lambda e: random_batches(len(data), 8, 5, e), settings,
+                   Runtime(torch.device("cpu")), ckpt, step_fn=step_fn)
+
+
+def test_store_round_trip(store: TokenStore, tmp_path: Path) -> None:
+    assert store["tokens"].shape == (16 * 40 + 1,) and store.meta["n_seq"] == 16
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary folder left behind
+    windows = WindowDataset(store, CFG).collate(np.array([0, 2]))
+    flat = np.asarray(store["tokens"], dtype=np.int64)
+    assert windows["input_ids"][1].tolist() == flat[32:48].tolist()
+    assert windows["labels"][1].tolist() == flat[33:49].tolist()  # targets = inputs shifted by one
+
+
+def test_truncated_store_is_refused(store: TokenStore) -> None:
+    with open(store.path / "tokens.bin", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(UserError, match="truncated"):
+        TokenStore(store.path)
+
+
+def test_resume_after_interruption_gives_identical_weights(store: TokenStore, tmp_path: Path) -> None:
+    reference = make_trainer(store, tmp_path / "ref.pth")
+    reference.fit()
+    expected = reference.model.state_dict()
+
+    calls = {"n": 0}
+
+    def interrupting_step(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 7:  # mid-epoch 1 (5 steps per epoch): as if the user pressed Ctrl-C
+            os.kill(os.getpid(), signal.SIGINT)
+        return forward_step(model, batch)
+
+    first = make_trainer(store, tmp_path / "run.pth", interrupting_step)
+    with pytest.raises(UserError, match="resume"):
+        first.fit()
+    assert load_checkpoint(tmp_path / "run.pth")["progress"]["global_step"] == 7
+
+    torch.manual_seed(999)  # a fresh process: different RNG, different init; resume must restore both
+    second = make_trainer(store, tmp_path / "run.pth")
+    assert second.resume()
+    second.fit()
+    for name, value in expected.items():
+        torch.testing.assert_close(second.model.state_dict()[name], value, atol=0, rtol=0, msg=name)
+
+
+def test_lr_schedule() -> None:
+    assert [round(lr_factor(s, 10, 2), 3) for s in range(10)] == [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+
+
+def test_random_batches_deterministic_and_complete() -> None:
+    a, b = random_batches(20, 6, 1, 0), random_batches(20, 6, 1, 0)
+    assert all((x == y).all() for x, y in zip(a, b)) and len(a) == 3
+    assert not (np.concatenate(a) == np.concatenate(random_batches(20, 6, 1, 1))).all()
+    assert sorted(np.concatenate(random_batches(20, 6, 1, 0, drop_last=False))) == list(range(20))
+
+
+def test_damaged_checkpoint_falls_back_to_previous(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "ckpt.pth"
+    save_checkpoint(path, {"model": {"w": torch.ones(2)}})
+    save_checkpoint(path, {"model": {"w": torch.zeros(2)}})
+    assert prev_path(path).is_file()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated, as by a crash mid-copy
+    state = load_checkpoint(path)
+    assert state["model"]["w"].tolist() == [1.0, 1.0]
+    assert "damaged" in capsys.readouterr().err
+    prev_path(path).unlink()
+    with pytest.raises(UserError, match="damaged"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_load_never_executes_code(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {}, "x": Evil()}, path)
+    with pytest.raises(UserError):
+        load_checkpoint(path, fallback=False)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_gpu_selection_errors() -> None:
+    assert select_device(None).type in ("cpu", "cuda")
+    with pytest.raises(UserError, match="--gpu 7 does not exist"):
+        select_device(7)
