@@ -21,9 +21,10 @@ DEFAULT_VOCAB = VOCAB_DIR / "kowiki.model"
 def rel(path: Path) -> str:
     """`path` relative to the current directory when that is shorter (for --help and messages)."""
     try:
-        return os.path.relpath(path)
-    except ValueError:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
         return str(path)
+    return relative if len(relative) < len(str(path)) else str(path)
 
 
 def corpus_dir() -> Path | None:
