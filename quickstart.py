@@ -23,7 +23,7 @@ from common.results import plot_runs, read_csv, results_table
 def main() -> None:
     parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="quickstart", help="folder for everything the chain writes")
-    parser.add_argument("--vocab_size", type=positive_int, default=1000, help="learned pieces of the sample vocab")
+    parser.add_argument("--vocab_size", type=positive_int, default=3000, help="learned pieces of the sample vocab")
     parser.add_argument("--pretrain_epochs", type=positive_int, default=4, help="GPT pretraining epochs on the sample")
     parser.add_argument("--train_epochs", type=positive_int, default=4, help="NSMC fine-tuning epochs on the sample")
     parser.add_argument("--config", default=str(REPO_ROOT / "gpt" / "config_half.json"), help="GPT config")
@@ -63,7 +63,7 @@ def quickstart(args) -> None:
     start = time.perf_counter()
     for name, cwd, cmd in steps:
         shown = " ".join(shlex.quote(c if c != py else "python") for c in cmd)
-        print(f"\n== {name}: (cd {cwd.relative_to(REPO_ROOT.parent)} && {shown})", flush=True)
+        print(f"\n== {name}: (cd {cwd.relative_to(REPO_ROOT)} && {shown})", flush=True)
         if subprocess.run(cmd, cwd=cwd).returncode != 0:
             raise UserError(f"step '{name}' failed (its message is above); the command is printed before it")
     rows = read_csv(results)

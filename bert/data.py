@@ -1,0 +1,207 @@
+"""Turn data/kowiki.json into BERT's pretraining data: sentence pairs for MLM + NSP.
+
+Each instance is [CLS] A [SEP] B [SEP]. As in BERT's create_pretraining_data.py,
+an article's paragraphs are split into sentences, sentences are accumulated
+up to a target length (n_seq - 3, or a random shorter one with probability
+--short_seq_prob), the chunk is cut at a random sentence boundary into A and
+B, and half of the time B is replaced by text from another article (the next
+sentence prediction label: 1 = B follows A, 0 = B is random); the longer side
+is truncated, at a random end, until the pair fits.
+
+Masks are NOT stored: the pretraining dataset draws them on the fly for every
+batch (dynamic masking, see README.md), so the store holds the token ids once.
+"Another article" is drawn from a bounded buffer of the last --nsp_buffer
+articles, so memory stays flat whatever the corpus size.
+
+Store layout (np.memmap arrays, see common/token_store.py):
+  tokens      uint16  all instances' ids, [CLS] A [SEP] B [SEP] each, concatenated
+  offsets     int64   n + 1 boundaries: instance i is tokens[offsets[i]:offsets[i+1]]
+  len_a       uint16  length of "[CLS] A [SEP]" (token_type_ids are 1 from there on)
+  is_next     uint8   NSP label
+  word_starts uint8   per vocab id: 1 if the piece begins a word (whole-word masking)
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+
+from common.cli import UserError, positive_int, probability, run_main
+from common.masking import word_start_table
+from common.paths import DATA_DIR
+from common.prep import check_output, data_parser, tokenized_articles
+from common.token_store import StoreWriter
+from common.vocab import CLS_ID, SEP_ID, Vocab, load_vocab
+
+DEFAULT_OUTPUT = DATA_DIR / "kowiki_bert"
+SENTENCE_END = (".", "?", "!")
+
+Article = list[np.ndarray]  # an article as a list of sentences (arrays of token ids)
+Pair = tuple[np.ndarray, np.ndarray, int]  # (tokens A, tokens B, is_next)
+
+
+def sentence_end_table(vocab: Vocab) -> np.ndarray:
+    """(n_vocab,) bool: pieces that can end a sentence (they end with . ? or !)."""
+    return np.array([vocab.id_to_piece(i).endswith(SENTENCE_END) for i in range(len(vocab))], dtype=bool)
+
+
+def split_sentences(paragraph: list[int], sentence_end: np.ndarray, word_starts: np.ndarray) -> list[np.ndarray]:
+    """Cut a paragraph's ids after each sentence-final piece that a new word follows
+    (so "3.5" or "U.S" stay whole)."""
+    ids = np.asarray(paragraph, dtype=np.int64)
+    if len(ids) < 2:
+        return [ids] if len(ids) else []
+    cuts = np.flatnonzero(sentence_end[ids[:-1]] & word_starts[ids[1:]]) + 1
+    return [s for s in np.split(ids, cuts) if len(s)]
+
+
+def truncate_pair(a: np.ndarray, b: np.ndarray, max_tokens: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Drop one token at a random end of the longer of a, b until both fit in max_tokens."""
+    bounds = [[0, len(a)], [0, len(b)]]
+    while sum(hi - lo for lo, hi in bounds) > max_tokens:
+        longer = bounds[0] if bounds[0][1] - bounds[0][0] > bounds[1][1] - bounds[1][0] else bounds[1]
+        if rng.random() < 0.5:
+            longer[0] += 1  # from the front
+        else:
+            longer[1] -= 1  # from the back
+    return a[bounds[0][0]:bounds[0][1]], b[bounds[1][0]:bounds[1][1]]
+
+
+def article_pairs(article: Article, pick_other: Callable[[], Article], max_tokens: int, short_seq_prob: float,
+                  rng: np.random.Generator) -> Iterator[Pair]:
+    """The pairs of one article (BERT's create_instances_from_document), len(A) + len(B) <= max_tokens.
+
+    `pick_other()` returns another article (never this one) to take a random B from.
+    """
+    target = max_tokens
+    if rng.random() < short_seq_prob:  # some short instances, so that short fine-tuning inputs are not new
+        target = int(rng.integers(2, max_tokens + 1))
+    chunk: list[np.ndarray] = []
+    length, i = 0, 0
+    while i < len(article):
+        chunk.append(article[i])
+        length += len(article[i])
+        if i == len(article) - 1 or length >= target:
+            a_end = int(rng.integers(1, len(chunk))) if len(chunk) >= 2 else 1  # A = chunk[:a_end]
+            tokens_a = np.concatenate(chunk[:a_end])
+            if len(chunk) == 1 or rng.random() < 0.5:
+                is_next = 0
+                other = pick_other()
+                b_parts, b_len = [], 0
+                for sentence in other[int(rng.integers(len(other))):]:
+                    b_parts.append(sentence)
+                    b_len += len(sentence)
+                    if b_len >= target - len(tokens_a):
+                        break
+                tokens_b = np.concatenate(b_parts)
+                i -= len(chunk) - a_end  # the unused sentences go back, for the next chunk
+            else:
+                is_next = 1
+                tokens_b = np.concatenate(chunk[a_end:])
+            tokens_a, tokens_b = truncate_pair(tokens_a, tokens_b, max_tokens, rng)
+            yield tokens_a, tokens_b, is_next
+            chunk, length = [], 0
+        i += 1
+
+
+def corpus_pairs(articles: Iterable[Article], max_tokens: int, short_seq_prob: float, rng: np.random.Generator,
+                 buffer_size: int) -> Iterator[Pair]:
+    """The pairs of every article. Random B segments come from a buffer of the last
+    `buffer_size` articles (those before the article and the one after it), so memory
+    is bounded: each article is processed once the next has arrived, so even the
+    first one has another article to draw from.
+    """
+    buffer: deque[Article] = deque(maxlen=max(buffer_size, 2))
+
+    def pick_other() -> Article:  # the article processed is always buffer[-2]
+        j = int(rng.integers(len(buffer) - 1))
+        return buffer[j if j < len(buffer) - 2 else len(buffer) - 1]
+
+    for article in articles:
+        if not article:
+            continue
+        buffer.append(article)
+        if len(buffer) >= 2:
+            yield from article_pairs(buffer[-2], pick_other, max_tokens, short_seq_prob, rng)
+    if len(buffer) < 2:
+        raise UserError("the corpus holds fewer than two articles: next sentence prediction needs two at least")
+    # The last article: now it is buffer[-1]; draw among the others.
+    last = buffer[-1]
+    yield from article_pairs(last, lambda: buffer[int(rng.integers(len(buffer) - 1))], max_tokens, short_seq_prob, rng)
+
+
+def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: int, mask_prob: float = 0.15,
+          short_seq_prob: float = 0.1, nsp_buffer: int = 1000, seed: int = 12345) -> dict:
+    vocab = load_vocab(vocab_path)
+    if len(vocab) > np.iinfo(np.uint16).max:
+        raise UserError(f"{vocab_path} has {len(vocab)} pieces: more than uint16 holds (use a vocab under 65,536)")
+    if n_seq < 5:
+        raise UserError(f"--n_seq {n_seq} is too short for [CLS] A [SEP] B [SEP]; use at least 5")
+    word_starts = word_start_table(vocab)
+    sentence_end = sentence_end_table(vocab)
+    rng = np.random.default_rng(seed)
+    counts = {"n_articles": 0, "n_instances": 0, "n_tokens": 0, "n_is_next": 0}
+
+    def articles() -> Iterator[Article]:
+        for paragraphs in tokenized_articles(input_path, vocab_path, workers):
+            article = [s for p in paragraphs for s in split_sentences(p, sentence_end, word_starts)]
+            if article:
+                counts["n_articles"] += 1
+                yield article
+
+    meta = {"format": "bert", "n_seq": n_seq, "mask_prob": mask_prob, "short_seq_prob": short_seq_prob,
+            "nsp_buffer": nsp_buffer, "seed": seed, "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab)}
+    with StoreWriter(output, meta) as store:
+        store.append("word_starts", word_starts.astype(np.uint8))
+        store.append("offsets", np.zeros(1, dtype=np.int64))
+        tokens: list[np.ndarray] = []
+        len_a: list[int] = []
+        is_next: list[int] = []
+
+        def flush() -> None:
+            lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+            store.append("tokens", np.concatenate(tokens).astype(np.uint16))
+            store.append("offsets", counts["n_tokens"] + np.cumsum(lengths))
+            store.append("len_a", np.asarray(len_a, dtype=np.uint16))
+            store.append("is_next", np.asarray(is_next, dtype=np.uint8))
+            counts["n_tokens"] += int(lengths.sum())
+            tokens.clear(), len_a.clear(), is_next.clear()
+
+        for a, b, label in corpus_pairs(articles(), n_seq - 3, short_seq_prob, rng, nsp_buffer):
+            tokens.append(np.concatenate([[CLS_ID], a, [SEP_ID], b, [SEP_ID]]))
+            len_a.append(len(a) + 2)
+            is_next.append(label)
+            counts["n_instances"] += 1
+            counts["n_is_next"] += label
+            if len(tokens) >= 4096:
+                flush()
+        if tokens:
+            flush()
+        if counts["n_instances"] == 0:
+            raise UserError(f"{input_path} yields no sentence pair (use a bigger corpus)")
+        store.meta.update(counts)
+    n = counts["n_instances"]
+    print(f"wrote {output}: {counts['n_articles']:,} articles, {n:,} instances of at most {n_seq} tokens "
+          f"({counts['n_tokens'] / n:.0f} on average, {counts['n_is_next'] / n:.1%} with B following A)")
+    return store.meta
+
+
+def main() -> None:
+    parser = data_parser(__doc__.splitlines()[0], DEFAULT_OUTPUT, n_seq=512)
+    parser.add_argument("--mask_prob", type=probability, default=0.15,
+                        help="share of the tokens masked (whole words), drawn anew for every batch at pretraining")
+    parser.add_argument("--short_seq_prob", type=probability, default=0.1,
+                        help="share of articles whose pairs aim at a random shorter length (as BERT's code)")
+    parser.add_argument("--nsp_buffer", type=positive_int, default=1000,
+                        help="random B segments come from this many neighbouring articles (bounds memory)")
+    parser.add_argument("--seed", type=int, default=12345, help="random seed of the pairing (BERT's default)")
+    args = parser.parse_args()
+    run_main(lambda: check_output(args.output, args.force)
+             and build(args.input, args.output, args.n_seq, args.vocab, args.workers, args.mask_prob,
+                       args.short_seq_prob, args.nsp_buffer, args.seed))
+
+
+if __name__ == "__main__":
+    main()

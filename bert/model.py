@@ -1,0 +1,74 @@
+"""BERT (Devlin et al., 2019): a bidirectional Transformer encoder pretrained with
+masked language modeling (MLM) and next sentence prediction (NSP), then
+fine-tuned with a linear classifier on the pooled [CLS] state.
+
+The trunk is `common.encoder.BertModel` (embeddings with segments and
+LayerNorm, post-LN layers, pooler); the MLM head's output layer is tied to the
+token embedding. Names follow Hugging Face's `BertForPreTraining` /
+`BertForSequenceClassification`. Training modules return (loss, metrics) from
+`forward`, so DDP wraps them whole.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from common.config import ModelConfig
+from common.encoder import BertModel, MLMHead, masked_lm_loss
+from common.layers import init_weights
+from common.trainer import Metrics
+
+
+def classification_loss(logits: Tensor, labels: Tensor, name: str) -> tuple[Tensor, Metrics]:
+    """Mean cross-entropy and accuracy, as (sum, count) metrics `<name>_loss`, `<name>_acc`
+    (or `loss`, `acc` when name is empty)."""
+    logits = logits.float()
+    loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+    n = labels.numel()
+    prefix = f"{name}_" if name else ""
+    return loss_sum / n, {f"{prefix}loss": (loss_sum.detach(), n),
+                          f"{prefix}acc": ((logits.argmax(-1) == labels).sum(), n)}
+
+
+class BertForPreTraining(nn.Module):
+    """Trunk + MLM head (tied) + NSP head (Linear(d, 2) on the pooled [CLS]); loss = MLM + NSP."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.trunk = BertModel(cfg)
+        self.mlm_head = MLMHead(cfg, self.trunk.token_embedding)
+        self.nsp_head = nn.Linear(cfg.d_hidn, 2)
+        init_weights(self.nsp_head)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor, mlm_positions: Tensor,
+                mlm_labels: Tensor, nsp_labels: Tensor) -> tuple[Tensor, Metrics]:
+        """input_ids, attention_mask, token_type_ids (B, T); mlm_positions, mlm_labels (B, M)
+        with labels 0 ([PAD]) in unused slots; nsp_labels (B,) with 1 = B follows A."""
+        hidden, pooled = self.trunk(input_ids, attention_mask, token_type_ids)
+        mlm, metrics = masked_lm_loss(self.mlm_head, hidden, mlm_positions, mlm_labels)
+        nsp, nsp_metrics = classification_loss(self.nsp_head(pooled), nsp_labels, "nsp")
+        loss = mlm + nsp
+        n = nsp_labels.numel()
+        return loss, {**metrics, **nsp_metrics, "loss": (loss.detach() * n, n)}
+
+
+class BertForSequenceClassification(nn.Module):
+    """Trunk + dropout + linear classifier on the pooled [CLS] state."""
+
+    def __init__(self, cfg: ModelConfig, n_labels: int = 2):
+        super().__init__()
+        self.cfg = cfg
+        self.trunk = BertModel(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.d_hidn, n_labels)
+        init_weights(self.classifier)
+
+    def classify(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """-> (class logits (B, n_labels), pooled [CLS] (B, D)). One segment: token_type_ids are 0."""
+        _, pooled = self.trunk(input_ids, attention_mask)
+        return self.classifier(self.dropout(pooled)), pooled
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> tuple[Tensor, Metrics]:
+        logits, _ = self.classify(input_ids, attention_mask)
+        return classification_loss(logits, labels, "")

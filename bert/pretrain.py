@@ -1,0 +1,82 @@
+"""Pretrain BERT with masked LM + next sentence prediction on kowiki (run `python data.py` first)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.cli import UserError
+from common.config import ModelConfig
+from common.masking import mask_whole_words, pack
+from common.pretrain import PretrainSpec, pretrain_main
+from common.token_store import TokenStore
+from bert.data import DEFAULT_OUTPUT
+from bert.model import BertForPreTraining
+
+
+class PretrainingDataset:
+    """Sentence pairs of the store, masked anew at every `collate` (dynamic masking).
+
+    The masks of a batch come from a generator seeded by one draw of torch's
+    global RNG (plus the batch's indices): the trainer checkpoints that RNG,
+    so a resumed run draws exactly the masks the uninterrupted run would have,
+    while each epoch sees new masks.
+    """
+
+    def __init__(self, store: TokenStore, cfg: ModelConfig):
+        if store.meta.get("format") != "bert":
+            raise UserError(f"{store.path} is not BERT pretraining data (format {store.meta.get('format')!r}); "
+                            f"build it with python data.py in bert/")
+        self.n_seq = int(store.meta["n_seq"])
+        if self.n_seq > cfg.n_seq:
+            raise UserError(f"{store.path} was built with --n_seq {self.n_seq} but the config allows {cfg.n_seq} "
+                            f"(rebuild with python data.py --n_seq {cfg.n_seq} --force, or use a config with a larger n_seq)")
+        self.tokens, self.offsets = store["tokens"], store["offsets"]
+        self.len_a, self.is_next = store["len_a"], store["is_next"]
+        self.word_starts = np.asarray(store["word_starts"], dtype=bool)
+        self.mask_prob = float(store.meta["mask_prob"])
+        self.n_vocab = cfg.n_vocab
+
+    def __len__(self) -> int:
+        return len(self.len_a)
+
+    def instance(self, i: int) -> np.ndarray:
+        """Token ids of instance i: [CLS] A [SEP] B [SEP]."""
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]].astype(np.int64)
+
+    def collate(self, indices: np.ndarray, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+        indices = np.asarray(indices, dtype=np.int64)
+        if rng is None:
+            draw = int(torch.randint(0, 2**62, (1,)))
+            rng = np.random.default_rng([draw, *indices.tolist()])
+        masked, positions, labels = zip(*(mask_whole_words(self.instance(i), self.word_starts, self.mask_prob, rng,
+                                                           self.n_vocab) for i in indices))
+        input_ids = pack(masked)  # right padding with [PAD] = 0
+        lengths = np.fromiter((len(m) for m in masked), dtype=np.int64, count=len(masked))
+        t = np.arange(input_ids.shape[1])
+        attention_mask = t < lengths[:, None]
+        token_type_ids = (t >= self.len_a[indices].astype(np.int64)[:, None]) & attention_mask
+        return {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention_mask.astype(np.int64)),
+            "token_type_ids": torch.from_numpy(token_type_ids.astype(np.int64)),
+            "mlm_positions": torch.from_numpy(pack(positions)),
+            "mlm_labels": torch.from_numpy(pack(labels)),  # 0 = [PAD]: an unused slot, skipped by the loss
+            "nsp_labels": torch.from_numpy(self.is_next[indices].astype(np.int64)),
+        }
+
+
+def format_metrics(m: dict[str, float]) -> str:
+    return (f"loss {m['loss']:.3f} | mlm loss {m['mlm_loss']:.3f} acc {m['mlm_acc']:.3f} | "
+            f"nsp loss {m['nsp_loss']:.3f} acc {m['nsp_acc']:.3f}")
+
+
+SPEC = PretrainSpec(
+    name="bert", folder=Path(__file__).resolve().parent, default_input=DEFAULT_OUTPUT,
+    build_model=BertForPreTraining, open_dataset=PretrainingDataset, format_metrics=format_metrics,
+    default_lr=1e-4, default_batch=64, default_epoch=20,
+)
+
+if __name__ == "__main__":
+    pretrain_main(SPEC)
