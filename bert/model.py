@@ -10,24 +10,12 @@ token embedding. Names follow Hugging Face's `BertForPreTraining` /
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.config import ModelConfig
 from common.encoder import BertModel, MLMHead, masked_lm_loss
-from common.layers import init_weights
+from common.layers import classification_loss, init_weights
 from common.trainer import Metrics
-
-
-def classification_loss(logits: Tensor, labels: Tensor, name: str) -> tuple[Tensor, Metrics]:
-    """Mean cross-entropy and accuracy, as (sum, count) metrics `<name>_loss`, `<name>_acc`
-    (or `loss`, `acc` when name is empty)."""
-    logits = logits.float()
-    loss_sum = F.cross_entropy(logits, labels, reduction="sum")
-    n = labels.numel()
-    prefix = f"{name}_" if name else ""
-    return loss_sum / n, {f"{prefix}loss": (loss_sum.detach(), n),
-                          f"{prefix}acc": ((logits.argmax(-1) == labels).sum(), n)}
 
 
 class BertForPreTraining(nn.Module):

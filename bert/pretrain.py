@@ -6,50 +6,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import UserError
 from common.config import ModelConfig
-from common.masking import mask_whole_words, pack
+from common.masking import MaskedSegmentDataset, mask_whole_words, pack
 from common.pretrain import PretrainSpec, pretrain_main
 from common.token_store import TokenStore
 from bert.data import DEFAULT_OUTPUT
 from bert.model import BertForPreTraining
 
 
-class PretrainingDataset:
-    """Sentence pairs of the store, masked anew at every `collate` (dynamic masking).
+class PretrainingDataset(MaskedSegmentDataset):
+    """Sentence pairs [CLS] A [SEP] B [SEP] of the store, whole-word masked anew at every `collate`."""
 
-    The masks of a batch come from a generator seeded by one draw of torch's
-    global RNG (plus the batch's indices): the trainer checkpoints that RNG,
-    so a resumed run draws exactly the masks the uninterrupted run would have,
-    while each epoch sees new masks.
-    """
+    format = "bert"
 
     def __init__(self, store: TokenStore, cfg: ModelConfig):
-        if store.meta.get("format") != "bert":
-            raise UserError(f"{store.path} is not BERT pretraining data (format {store.meta.get('format')!r}); "
-                            f"build it with python data.py in bert/")
-        self.n_seq = int(store.meta["n_seq"])
-        if self.n_seq > cfg.n_seq:
-            raise UserError(f"{store.path} was built with --n_seq {self.n_seq} but the config allows {cfg.n_seq} "
-                            f"(rebuild with python data.py --n_seq {cfg.n_seq} --force, or use a config with a larger n_seq)")
-        self.tokens, self.offsets = store["tokens"], store["offsets"]
+        super().__init__(store, cfg)
         self.len_a, self.is_next = store["len_a"], store["is_next"]
-        self.word_starts = np.asarray(store["word_starts"], dtype=bool)
-        self.mask_prob = float(store.meta["mask_prob"])
-        self.n_vocab = cfg.n_vocab
-
-    def __len__(self) -> int:
-        return len(self.len_a)
-
-    def instance(self, i: int) -> np.ndarray:
-        """Token ids of instance i: [CLS] A [SEP] B [SEP]."""
-        return self.tokens[self.offsets[i] : self.offsets[i + 1]].astype(np.int64)
 
     def collate(self, indices: np.ndarray, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
         indices = np.asarray(indices, dtype=np.int64)
-        if rng is None:
-            draw = int(torch.randint(0, 2**62, (1,)))
-            rng = np.random.default_rng([draw, *indices.tolist()])
+        rng = rng or self.batch_rng(indices)
         masked, positions, labels = zip(*(mask_whole_words(self.instance(i), self.word_starts, self.mask_prob, rng,
                                                            self.n_vocab) for i in indices))
         input_ids = pack(masked)  # right padding with [PAD] = 0

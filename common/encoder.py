@@ -14,6 +14,13 @@ from torch import Tensor, nn
 from common.config import ModelConfig
 from common.layers import LMHead, Transformer, init_weights
 from common.trainer import Metrics
+from common.vocab import CLS_ID, SEP_ID
+
+
+def wrap_cls_sep(ids: list[int], n_seq: int) -> list[int]:
+    """[CLS] text [SEP], the text cut so the whole fits n_seq (one segment: token_type_ids 0).
+    How BERT and SpanBERT present a review for classification."""
+    return [CLS_ID, *ids[: n_seq - 2], SEP_ID]
 
 
 class BertModel(nn.Module):

@@ -226,6 +226,17 @@ class LMHead(nn.Module):
         return F.linear(self.transform(hidden), self.token_embedding.weight, self.bias)
 
 
+def classification_loss(logits: Tensor, labels: Tensor, name: str = "") -> tuple[Tensor, "dict[str, tuple[Tensor, Tensor | int]]"]:
+    """Mean cross-entropy and accuracy, as (sum, count) metrics `<name>_loss`, `<name>_acc`
+    (or `loss`, `acc` when name is empty). Computed in fp32 also under autocast."""
+    logits = logits.float()
+    loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+    n = labels.numel()
+    prefix = f"{name}_" if name else ""
+    return loss_sum / n, {f"{prefix}loss": (loss_sum.detach(), n),
+                          f"{prefix}acc": ((logits.argmax(-1) == labels).sum(), n)}
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

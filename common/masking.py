@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from common.cli import UserError
 from common.vocab import MASK_ID, SPECIAL_PIECES
 
 N_SPECIAL = len(SPECIAL_PIECES)  # ids below this are special pieces: never masked, never drawn as random tokens
@@ -155,3 +156,41 @@ def pack(rows: Sequence[np.ndarray], width: int | None = None, fill: int = 0, dt
     for i, r in enumerate(rows):
         out[i, : len(r)] = r
     return out
+
+
+class MaskedSegmentDataset:
+    """Variable-length instances of a token store (`tokens` + `offsets`), masked anew
+    at every `collate` (dynamic masking). BERT's and SpanBERT's pretraining data.
+
+    The masks of a batch come from a generator seeded by one draw of torch's
+    global RNG plus the batch's indices: the trainer checkpoints that RNG, so a
+    resumed run draws exactly the masks the uninterrupted run would have, while
+    each epoch sees new masks. Subclasses set `format` and write `collate`.
+    """
+
+    format = ""
+
+    def __init__(self, store: Any, cfg: Any):
+        if store.meta.get("format") != self.format:
+            raise UserError(f"{store.path} is not {self.format} pretraining data (format {store.meta.get('format')!r}); "
+                            f"build it with python data.py in {self.format}/")
+        self.n_seq = store.check_n_seq(cfg.n_seq)
+        self.tokens, self.offsets = store["tokens"], store["offsets"]
+        self.word_starts = np.asarray(store["word_starts"], dtype=bool)
+        self.mask_prob = float(store.meta["mask_prob"])
+        self.n_vocab = cfg.n_vocab
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def instance(self, i: int) -> np.ndarray:
+        """Token ids of instance i, special tokens included."""
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]].astype(np.int64)
+
+    @staticmethod
+    def batch_rng(indices: np.ndarray) -> np.random.Generator:
+        """The generator a batch's masks are drawn from (see the class docstring)."""
+        import torch
+
+        draw = int(torch.randint(0, 2**62, (1,)))
+        return np.random.default_rng([draw, *np.asarray(indices, dtype=np.int64).tolist()])

@@ -102,6 +102,14 @@ class TokenStore:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
 
+    def check_n_seq(self, config_n_seq: int) -> int:
+        """The store's instance length, refused if the model's position table is shorter."""
+        n_seq = int(self.meta["n_seq"])
+        if n_seq > config_n_seq:
+            raise UserError(f"{self.path} was built with --n_seq {n_seq} but the config allows {config_n_seq} "
+                            f"(rebuild with python data.py --n_seq {config_n_seq} --force, or use a config with a larger n_seq)")
+        return n_seq
+
     def check_vocab(self, fingerprint: str, vocab_path: str | os.PathLike) -> None:
         if self.meta.get("vocab_fingerprint") != fingerprint:
             raise UserError(f"{self.path} was built with another vocab than {vocab_path}; "

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.config import ModelConfig
-from common.layers import KVCache, LMHead, Transformer, last_token
+from common.layers import KVCache, LMHead, Transformer, classification_loss, last_token
 from common.trainer import Metrics
 from common.vocab import PAD_ID
 
@@ -70,11 +70,7 @@ class GPTForSequenceClassification(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> tuple[Tensor, Metrics]:
         logits, hidden = self.classify(input_ids, attention_mask)
-        logits = logits.float()
-        cls_sum = F.cross_entropy(logits, labels, reduction="sum")
-        n = labels.numel()
-        loss = cls_sum / n
-        metrics: Metrics = {"loss": (cls_sum.detach(), n), "acc": ((logits.argmax(-1) == labels).sum(), n)}
+        loss, metrics = classification_loss(logits, labels)
         if self.lm_coef > 0:  # L3 = L2 + lambda * L1; skipped entirely when lambda = 0
             targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, PAD_ID)
             lm, lm_metrics = lm_loss(self.lm_head, hidden[:, :-1], targets)

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import UserError
 from common.config import ModelConfig
 from common.pretrain import PretrainSpec, pretrain_main
 from common.token_store import TokenStore
@@ -19,10 +18,7 @@ class WindowDataset:
     """Windows of n_seq + 1 consecutive tokens of the flat array: inputs and targets shifted by one."""
 
     def __init__(self, store: TokenStore, cfg: ModelConfig):
-        self.tokens, self.n_seq = store["tokens"], int(store.meta["n_seq"])
-        if self.n_seq > cfg.n_seq:
-            raise UserError(f"{store.path} was built with --n_seq {self.n_seq} but the config allows {cfg.n_seq} "
-                            f"(rebuild with python data.py --n_seq {cfg.n_seq} --force, or use a config with a larger n_seq)")
+        self.tokens, self.n_seq = store["tokens"], store.check_n_seq(cfg.n_seq)
 
     def __len__(self) -> int:
         return (len(self.tokens) - 1) // self.n_seq

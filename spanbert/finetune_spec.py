@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bert.finetune_spec import wrap  # [CLS] review [SEP], cut to n_seq: one segment, as in pretraining
 from common.config import ModelConfig
+from common.encoder import wrap_cls_sep  # [CLS] review [SEP]: one segment, as in pretraining
 from common.finetune import FinetuneSpec
 from spanbert.model import LOGIT_CHOICES, SpanBertForSequenceClassification
 
@@ -22,7 +22,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 SPEC = FinetuneSpec(
-    name="spanbert", folder=Path(__file__).resolve().parent, wrap=wrap, build_model=build,
+    name="spanbert", folder=Path(__file__).resolve().parent, wrap=wrap_cls_sep, build_model=build,
     add_options=add_options, variant=lambda o: o["logit"], option_names=["logit"],
     default_lr=5e-5, default_batch=128, default_epoch=5,
 )

@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bert.model import classification_loss
 from common.config import ModelConfig
 from common.encoder import BertModel, MLMHead, masked_lm_loss
-from common.layers import init_weights, masked_max, masked_mean
+from common.layers import classification_loss, init_weights, masked_max, masked_mean
 from common.trainer import Metrics
 from common.vocab import PAD_ID
 from spanbert.data import MAX_SPAN_WORDS

@@ -6,49 +6,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import UserError
 from common.config import ModelConfig
-from common.masking import pack
+from common.masking import MaskedSegmentDataset, pack
 from common.pretrain import PretrainSpec, pretrain_main
 from common.token_store import TokenStore
 from spanbert.data import DEFAULT_OUTPUT, mask_spans
 from spanbert.model import SpanBertForPreTraining
 
 
-class PretrainingDataset:
-    """Segments of the store, span-masked anew at every `collate` (dynamic masking, as BERT's).
+class PretrainingDataset(MaskedSegmentDataset):
+    """Segments [CLS] tokens [SEP] of the store, span-masked anew at every `collate`."""
 
-    The masks of a batch come from a generator seeded by one draw of torch's
-    global RNG plus the batch's indices: the trainer checkpoints that RNG, so a
-    resumed run draws exactly the masks the uninterrupted run would have, while
-    each epoch sees new masks.
-    """
-
-    def __init__(self, store: TokenStore, cfg: ModelConfig):
-        if store.meta.get("format") != "spanbert":
-            raise UserError(f"{store.path} is not SpanBERT pretraining data (format {store.meta.get('format')!r}); "
-                            f"build it with python data.py in spanbert/")
-        self.n_seq = int(store.meta["n_seq"])
-        if self.n_seq > cfg.n_seq:
-            raise UserError(f"{store.path} was built with --n_seq {self.n_seq} but the config allows {cfg.n_seq} "
-                            f"(rebuild with python data.py --n_seq {cfg.n_seq} --force, or use a config with a larger n_seq)")
-        self.tokens, self.offsets = store["tokens"], store["offsets"]
-        self.word_starts = np.asarray(store["word_starts"], dtype=bool)
-        self.mask_prob = float(store.meta["mask_prob"])
-        self.n_vocab = cfg.n_vocab
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def instance(self, i: int) -> np.ndarray:
-        """Token ids of instance i: [CLS] tokens [SEP]."""
-        return self.tokens[self.offsets[i] : self.offsets[i + 1]].astype(np.int64)
+    format = "spanbert"
 
     def collate(self, indices: np.ndarray, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
         indices = np.asarray(indices, dtype=np.int64)
-        if rng is None:
-            draw = int(torch.randint(0, 2**62, (1,)))
-            rng = np.random.default_rng([draw, *indices.tolist()])
+        rng = rng or self.batch_rng(indices)
         masks = [mask_spans(self.instance(i), self.word_starts, self.mask_prob, rng, self.n_vocab) for i in indices]
         input_ids = pack([m.input_ids for m in masks])  # right padding with [PAD] = 0
         lengths = np.fromiter((len(m.input_ids) for m in masks), dtype=np.int64, count=len(masks))

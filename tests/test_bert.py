@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from bert.data import build, corpus_pairs, split_sentences, truncate_pair
-from bert.finetune_spec import wrap
+from common.encoder import wrap_cls_sep as wrap
 from bert.model import BertForPreTraining, BertForSequenceClassification
 from bert.pretrain import PretrainingDataset
 from common.checkpoint import load_checkpoint

@@ -18,7 +18,7 @@ from common.paths import REPO_ROOT, SAMPLE_DIR
 from common.token_store import StoreWriter, TokenStore
 from common.vocab import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 from spanbert.data import GEOMETRIC_P, MAX_SPAN_WORDS, choose_spans, mask_spans, segments, span_length_probs
-from spanbert.finetune_spec import wrap
+from common.encoder import wrap_cls_sep as wrap
 from spanbert.model import SBO_MAX_TARGETS, SpanBertForPreTraining, SpanBertForSequenceClassification
 from spanbert.pretrain import PretrainingDataset
 
