@@ -260,7 +260,8 @@ class Trainer:
             while p.epoch < s.epochs and not self._done():
                 plan = self.batch_plan(p.epoch)
                 totals: dict[str, list[float]] = {}
-                bar = tqdm(total=len(plan), initial=p.step_in_epoch, desc=f"{self.desc} {p.epoch + 1}/{s.epochs}",
+                steps_this_epoch = min(len(plan), p.step_in_epoch + self.total_steps - p.global_step)
+                bar = tqdm(total=steps_this_epoch, initial=p.step_in_epoch, desc=f"{self.desc} {p.epoch + 1}/{s.epochs}",
                            disable=not rt.is_main, dynamic_ncols=True, mininterval=1.0)
                 t0, tokens, loss_ema = time.perf_counter(), 0, None
                 while p.step_in_epoch < len(plan) and not self._done():
