@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Reproduce a model's README results table on a 2-core CPU:
+#   bash common/run_budget.sh gpt|bert|spanbert      (or bash run_budget.sh inside the model folder)
+# Real corpora come from $CORPUS_DIR (or data/download/); config_half; a fixed
+# pretraining budget; then the model's NSMC fine-tunings (from scratch and
+# pretrained, with its variants) and the TF-IDF baseline row. Every number is
+# logged (runs/*.csv, results.csv, save_pretrain.log.json) and the README table
+# and plots are redrawn from those logs.
+#
+# The budget is set by the variables below; the defaults take about 2 hours on
+# 2 CPU cores for GPT. Override them to shorten or stretch a run, e.g.
+#   PRETRAIN_STEPS=300 TRAIN_LIMIT=40000 TRAIN_EPOCHS=2 bash run_budget.sh
+# The Note column of the table records the budget used.
+set -euo pipefail
+model=${1:?usage: run_budget.sh gpt|bert|spanbert}
+cd "$(dirname "$0")/../$model"
+
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-600}   # optimizer steps of PRETRAIN_BATCH x N_SEQ tokens
+PRETRAIN_BATCH=${PRETRAIN_BATCH:-32}
+N_SEQ=${N_SEQ:-256}                     # pretraining instance length
+TRAIN_LIMIT=${TRAIN_LIMIT:-0}           # NSMC train reviews used (0: all 150k)
+TRAIN_EPOCHS=${TRAIN_EPOCHS:-1}
+TRAIN_BATCH=${TRAIN_BATCH:-64}
+gpu_args=()
+[ -n "${GPU:-}" ] && gpu_args=(--gpu "$GPU")
+
+[ -f ../data/kowiki.json ] || python ../data/kowiki.py
+[ -f ../data/ratings_train.json ] && [ -f ../data/ratings_test.json ] || python ../data/nsmc.py
+[ -f ../vocab/kowiki.model ] || python ../vocab/build.py
+python data.py --n_seq "$N_SEQ"            # kept if it already exists
+
+resume=()
+[ -f save_pretrain.pth ] && resume=(--resume)
+python pretrain.py --config config_half.json --batch "$PRETRAIN_BATCH" --max_steps "$PRETRAIN_STEPS" \
+  --epoch 1 --lr 5e-4 --warmup 0.05 --save_every 100 "${resume[@]}" "${gpu_args[@]}"
+
+limit=$([ "$TRAIN_LIMIT" = 0 ] && echo all || echo "$TRAIN_LIMIT")
+note="pretrain ${PRETRAIN_STEPS} steps x ${PRETRAIN_BATCH}x${N_SEQ} tok; fine-tune ${TRAIN_EPOCHS} ep on ${limit} reviews"
+finetune() {  # finetune ITEM ARGS...: one NSMC run, its row in results.csv
+  local item=$1; shift
+  rm -f save_best.state.pth   # each run starts fresh (not a resume of the previous one)
+  python train.py --item "$item" --config config_half.json --epoch "$TRAIN_EPOCHS" --batch "$TRAIN_BATCH" \
+    --lr 1e-4 --warmup 0.1 --train_limit "$TRAIN_LIMIT" --note "$note" "$@" "${gpu_args[@]}"
+}
+case $model in
+  gpt)
+    finetune gpt-scratch-lm0 --pretrain none --lm 0
+    finetune gpt-pre-lm0 --pretrain save_pretrain.pth --lm 0
+    finetune gpt-pre-lm0.5 --pretrain save_pretrain.pth --lm 0.5 ;;
+  bert)
+    finetune bert-scratch --pretrain none
+    finetune bert-pre --pretrain save_pretrain.pth ;;
+  spanbert)
+    finetune spanbert-scratch-cls --pretrain none --logit cls
+    for logit in cls mean max; do finetune "spanbert-pre-$logit" --pretrain save_pretrain.pth --logit "$logit"; done ;;
+  *) echo "unknown model: $model (gpt, bert or spanbert)" >&2; exit 2 ;;
+esac
+python -m common.baseline --train_limit "$TRAIN_LIMIT" --models "$model"
+python -m common.results "$model"
