@@ -1,13 +1,17 @@
 """Checkpoints: atomic saves, safe loads, and checks that a file fits the run.
 
 A checkpoint is a plain dict of tensors and JSON-like values, loaded with
-`torch.load(weights_only=True)`, so opening a file can never execute code
-from it. Saving writes a temporary file and renames it; the previous file is
-kept as `<name>.prev`, the fallback when the newest one is found damaged.
+`torch.load(weights_only=True)` (the only torch.load in the project), so
+opening a file can never execute code from it. Saving writes a temporary file,
+syncs it to disk and renames it; the previous file is kept as `<name>.prev`
+(a hard link made before the rename, so at every instant at least one complete
+checkpoint exists under one of the two names), the fallback when the newest one
+is found damaged or missing.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,10 +30,20 @@ def prev_path(path: str | os.PathLike) -> Path:
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], keep_previous: bool = True) -> None:
     target = Path(path)
     with atomic_path(target) as tmp:
-        torch.save(state, tmp)
+        torch.save(state, tmp)  # atomic_path syncs it to disk before the rename
         if keep_previous and target.exists():
-            os.replace(target, prev_path(target))
+            _keep_as_previous(target)
     # atomic_path renamed tmp onto target
+
+
+def _keep_as_previous(target: Path) -> None:
+    """Make `<target>.prev` the current `target`, without a moment where `target` is missing."""
+    prev = prev_path(target)
+    prev.unlink(missing_ok=True)
+    try:
+        os.link(target, prev)  # the old file lives on as .prev when tmp is renamed onto target
+    except OSError:  # a filesystem without hard links: copy (same result, slower)
+        shutil.copy2(target, prev)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -42,13 +56,16 @@ def _load(path: Path) -> dict[str, Any]:
 def load_checkpoint(path: str | os.PathLike, fallback: bool = True) -> dict[str, Any]:
     """Load a checkpoint; if it is truncated or corrupt, say so and use `<name>.prev` when there is one."""
     p = Path(path)
+    prev = prev_path(p)
     if not p.is_file():
+        if fallback and prev.is_file():  # written by an older version that renamed instead of linking
+            print(f"warning: {p} is missing; using the previous checkpoint {prev}", file=sys.stderr)
+            return load_checkpoint(prev, fallback=False)
         raise UserError(f"checkpoint not found: {p} (check the path, or train one first)")
     try:
         return _load(p)
     except Exception as e:  # torch raises several types for a damaged zip/pickle
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip()
-        prev = prev_path(p)
         if fallback and prev.is_file():
             try:
                 state = _load(prev)

@@ -2,7 +2,10 @@
 
 Every script builds its parser with `make_parser` (so `--help` shows each
 default) and runs its body through `run_main`, which turns a `UserError` into a
-one-line message on stderr and exit code 2, with no traceback.
+one-line message on stderr and exit code 2, with no traceback. A bad option
+(argparse's own errors: an unknown flag, `--batch 0`) gets the same treatment:
+one `error: ...` line and exit code 2, not the usage block, so every bad input
+reads the same way (README "Bad input").
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 
 class UserError(Exception):
@@ -20,8 +24,26 @@ class UserError(Exception):
     """
 
 
+class Stopped(UserError):
+    """Training stopped on request (Ctrl-C / SIGTERM) after saving a checkpoint.
+
+    Not a failure of the input, so it exits with the shell's convention for a
+    signal, 128 + its number (130 for Ctrl-C, 143 for SIGTERM), rather than 2.
+    """
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like a UserError; the full usage is one --help away.
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser(description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+    return _Parser(
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -81,6 +103,10 @@ def run_main(main: Callable[[], object]) -> None:
     """Run a script's main(); user errors become one line and exit code 2."""
     try:
         main()
+    except Stopped as e:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops alike: say it once
+            print(f"stopped: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

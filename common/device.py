@@ -2,10 +2,13 @@
 
 `--gpu` semantics: omitted -> CUDA device 0 if CUDA is present, else CPU;
 `--gpu N` -> exactly cuda:N, or a clear error if it does not exist. Under
-`torchrun` each rank takes its LOCAL_RANK GPU (and `--gpu` must be omitted).
+`torchrun` each rank takes its LOCAL_RANK GPU (and `--gpu` must be omitted);
+the process group comes from torchrun's environment (MASTER_ADDR/PORT or its
+rendezvous), so no address or port is fixed here.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import random
@@ -61,17 +64,58 @@ def setup_runtime(gpu: int | None) -> Runtime:
     if gpu is not None:
         raise UserError("--gpu cannot be combined with torchrun: each rank uses its LOCAL_RANK GPU (drop --gpu)")
     if torch.cuda.is_available():
-        device = select_device(local_rank)
+        count = torch.cuda.device_count()
+        if local_rank >= count:
+            raise UserError(f"torchrun started more processes on this node than it has GPUs ({count}): "
+                            f"pass --nproc_per_node {count} or fewer")
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
+        atexit.register(_leave_process_group)
     return Runtime(device, rank, local_rank, world_size)
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A seed for rank `rank` of a run seeded with `seed`, independent of the other ranks' seeds."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def rng_state(device: torch.device) -> dict:
+    """Every random generator a training process draws from, as checkpointable values."""
+    mt, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python": [version, list(py_state), py_gauss]}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore what `rng_state` returned (checkpoints of older versions hold only "torch" and "cuda")."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "python" in state:
+        version, py_state, py_gauss = state["python"]
+        random.setstate((version, tuple(py_state), py_gauss))

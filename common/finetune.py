@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from common.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from common.checkpoint import check_compatible, load_checkpoint, prev_path, save_checkpoint
 from common.cli import UserError, make_parser, positive_int, require_file, require_output_dir, run_main
 from common.config import ModelConfig, load_config
 from common.corpus import read_nsmc_json
@@ -156,7 +156,10 @@ def finetune(spec: FinetuneSpec, args: argparse.Namespace) -> dict[str, Any]:
     if args.train_limit:
         train_rows = train_rows[: args.train_limit]
     save = require_output_dir(args.save)
+    require_output_dir(args.results)  # checked now, not after hours of training
     state_path = save.with_suffix(".state.pth")  # resumable training state, beside the best model
+    if args.resume and not (state_path.is_file() or prev_path(state_path).is_file()):
+        raise UserError(f"nothing to resume: {state_path} not found (run without --resume)")
     runtime = setup_runtime(args.gpu)
     seed_everything(args.seed)
 
@@ -212,8 +215,6 @@ def finetune(spec: FinetuneSpec, args: argparse.Namespace) -> dict[str, Any]:
 
     trainer.on_epoch_end = on_epoch_end
     if args.resume:
-        if not state_path.is_file():
-            raise UserError(f"nothing to resume: {state_path} not found (run without --resume)")
         state = load_checkpoint(state_path)
         check_compatible(state, state_path, cfg.to_dict(), vocab.fingerprint, args.vocab)
         trainer.resume(state)

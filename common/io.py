@@ -1,7 +1,10 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename.
+"""Atomic file writes: write to a temporary file beside the target, sync it, then rename.
 
 An interrupted run therefore never leaves a half-written file that a later run
 would trust; the previous version (if any) stays intact until the rename.
+Every file the project writes goes through here (checkpoints, results, logs,
+plots, vocab, kowiki.json / NSMC JSON) or, for a token store, through a
+temporary folder renamed whole (common/token_store.py).
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield tmp_path
+        with open(tmp_path, "r+b") as f:  # whatever wrote it (torch.save, savefig, ...): on disk before the rename
+            os.fsync(f.fileno())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

@@ -77,7 +77,7 @@ def tokenized_articles(path: str | os.PathLike, vocab_path: str | os.PathLike, w
     p = Path(path)
     if not p.is_file():
         raise UserError(f"corpus not found: {p} (build it with python data/kowiki.py from the repository root)")
-    bar = tqdm(total=p.stat().st_size, unit="B", unit_scale=True, desc="tokenize", mininterval=1.0)
+    bar: tqdm | None = None  # opened with the first good chunk, so an input refused at once prints only its error
     chunks = _chunks(p, chunk_size)
     if workers == 1:
         _init_worker(str(vocab_path))
@@ -90,10 +90,15 @@ def tokenized_articles(path: str | os.PathLike, vocab_path: str | os.PathLike, w
         for n_bytes, articles in results:
             if isinstance(articles, int):
                 raise UserError(f"{p}:{articles}: not a kowiki.json article line (rebuild it with python data/kowiki.py)")
+            if bar is None:
+                bar = tqdm(total=p.stat().st_size, unit="B", unit_scale=True, desc="tokenize", mininterval=1.0)
             bar.update(n_bytes)
             yield from articles
+        if bar is None:
+            raise UserError(f"{p} is empty: no article to tokenize (build it with python data/kowiki.py)")
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if pool is not None:
             pool.terminate()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from common.checkpoint import check_compatible, load_checkpoint
+from common.checkpoint import check_compatible, load_checkpoint, prev_path
 from common.cli import UserError, make_parser, non_negative_int, positive_int, require_output_dir, run_main
 from common.config import ModelConfig, load_config
 from common.device import setup_runtime, seed_everything
@@ -101,6 +101,12 @@ def pretrain(spec: PretrainSpec, args: argparse.Namespace) -> list[dict]:
     store = TokenStore(args.input, hint=f"run python data.py in {spec.name}/")
     store.check_vocab(vocab.fingerprint, args.vocab)
     save = require_output_dir(args.save)
+    has_checkpoint = save.exists() or prev_path(save).exists()
+    if args.resume and not has_checkpoint:
+        raise UserError(f"nothing to resume: {save} not found (run without --resume to start, or pass its --save)")
+    if not args.resume and has_checkpoint:
+        existing = save if save.exists() else prev_path(save)
+        raise UserError(f"{existing} exists: pass --resume to continue it, or another --save to start over")
     runtime = setup_runtime(args.gpu)
     seed_everything(args.seed)
 
@@ -132,8 +138,6 @@ def pretrain(spec: PretrainSpec, args: argparse.Namespace) -> list[dict]:
         state = load_checkpoint(save)
         check_compatible(state, save, cfg.to_dict(), vocab.fingerprint, args.vocab)
         trainer.resume(state)
-    elif save.exists():
-        raise UserError(f"{save} exists: pass --resume to continue it, or another --save to start over")
     if runtime.is_main:
         print(f"{spec.name}: {count_parameters(model) / 1e6:.1f}M parameters, {len(train_set):,} train / "
               f"{n_heldout:,} held-out instances, {trainer.total_steps:,} steps of {args.batch} on {runtime.device}")

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from common.cli import UserError
+from common.io import _UMASK
 
 META = "meta.json"
 
@@ -33,6 +34,7 @@ class StoreWriter:
         if not self.path.parent.is_dir():
             raise UserError(f"output folder does not exist: {self.path.parent} (create it, or pass another --output)")
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
+        os.chmod(self.tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; the published store gets the usual permissions
         self.meta: dict[str, Any] = dict(meta or {})
         self.files: dict[str, BinaryIO] = {}
         self.specs: dict[str, dict[str, Any]] = {}
@@ -49,9 +51,14 @@ class StoreWriter:
 
     def close(self) -> None:
         for f in self.files.values():
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename publishes the store
             f.close()
+        # Inside the temporary folder: it becomes visible only with the folder's rename below.
         with open(self.tmp / META, "w", encoding="utf-8") as f:
             json.dump({**self.meta, "arrays": self.specs}, f, ensure_ascii=False, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
         old = None
         if self.path.exists():  # only reached with --force: move the old store aside, then delete it
             old = self.path.with_name(f".{self.path.name}.old")

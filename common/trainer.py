@@ -13,8 +13,43 @@ The loop does the rest: AdamW with linear warmup then linear decay, gradient
 accumulation and clipping, bf16 autocast on CUDA, DDP under torchrun (each
 rank takes its slice of every global batch), tqdm progress with loss and
 tokens/s, atomic checkpoints every N steps and every epoch, exact resume
-(model, optimizer, step, RNG, position in the epoch's batch plan), and a clean
-checkpoint-and-exit on Ctrl-C / SIGTERM.
+(model, optimizer, step, position in the epoch's batch plan, the running sums
+of the epoch's metrics, and every rank's RNG), and a clean checkpoint-and-exit
+on Ctrl-C / SIGTERM.
+
+Distributed training (torchrun; `common.device.setup_runtime` joins the group):
+- `batch_size` is the global batch. Every rank builds the same batch plan and
+  collates only its slice of each global batch (np.array_split over ranks, then
+  over --grad_accum micro-batches), so it reads only its shard of the memory-
+  mapped data. Each micro-batch's loss is weighted by its share of the global
+  batch, so after DDP averages over ranks the gradient is the gradient of the
+  global batch's mean loss whatever the split: exact when the loss is a mean
+  over instances (GPT pretraining: every window has n_seq targets; the NSMC
+  classifier); a loss averaged over a varying number of tokens per instance
+  (MLM, the auxiliary LM loss) gets the usual DDP approximation, each
+  micro-batch's token mean weighted by its instances.
+- Every trainable parameter must take part in every forward pass: DDP is built
+  without `find_unused_parameters` (that costs an extra traversal per step), so
+  a parameter with requires_grad that gets no gradient breaks the next step.
+  Freeze what a model does not train (`requires_grad_(False)`, as SpanBERT's
+  pooler in pretraining); the first step checks it and names any offender.
+- Randomness: all ranks seed alike before the model is built (identical
+  initialization; DDP also broadcasts rank 0's weights); then ranks > 0 reseed
+  from (seed, rank), so their dropout masks are independent of rank 0's, while
+  rank 0 draws exactly what a single process would. With dropout > 0 a run on
+  N ranks therefore differs from a single-process run (an instance's dropout
+  mask depends on the rank it lands on); with dropout 0 the weights agree up to
+  float rounding (tests/test_distributed.py). Every rank's RNG state is
+  gathered into the checkpoint, so resuming on the same number of ranks is exact.
+- Only rank 0 writes checkpoints (every rank contributes its RNG and metric
+  sums), logs and plots. A stop request (signal) is agreed on by all ranks
+  after each step, so they stop after the same step.
+- Evaluation spreads whole batches over the ranks and sums (sum, count) pairs
+  over all of them: the result is the same for any number of ranks, also when
+  the batches do not divide evenly (a rank may get none). Batch i draws its
+  randomness (BERT's masks) from a generator seeded by i, not from the training
+  stream, so held-out numbers are comparable between epochs and world sizes and
+  evaluating does not change the training run.
 """
 from __future__ import annotations
 
@@ -35,8 +70,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from common.checkpoint import load_checkpoint, save_checkpoint
-from common.cli import UserError
-from common.device import Runtime
+from common.cli import Stopped, UserError
+from common.device import Runtime, rank_seed, rng_state, set_rng_state
 from common.vocab import PAD_ID
 
 Metrics = dict[str, tuple[Tensor, Tensor]]
@@ -101,11 +136,32 @@ def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tenso
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
+def gather_objects(obj: Any, runtime: Runtime) -> list[Any]:
+    """`obj` of every rank, in rank order (a collective: every rank must call it)."""
+    if not runtime.distributed:
+        return [obj]
+    out: list[Any] = [None] * runtime.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def any_rank(flag: bool, runtime: Runtime) -> bool:
+    """True on every rank when `flag` is true on at least one (a collective)."""
+    if not runtime.distributed:
+        return flag
+    t = torch.tensor([int(flag)], device=runtime.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def reduce_metrics(totals: dict[str, list[float]], runtime: Runtime) -> dict[str, float]:
     """Sum (sum, count) pairs over ranks and return the averages."""
     names = sorted(totals)
     if runtime.distributed:
-        t = torch.tensor([totals[n] for n in names], dtype=torch.float64, device=runtime.device)
+        # A rank that saw no batch (or no batch with some metric) still takes part, with zeros.
+        names = sorted(set().union(*gather_objects(names, runtime)))
+        t = torch.tensor([totals.get(n, [0.0, 0.0]) for n in names], dtype=torch.float64,
+                         device=runtime.device).reshape(len(names), 2)
         dist.all_reduce(t)
         totals = {n: t[i].tolist() for i, n in enumerate(names)}
     return {n: totals[n][0] / totals[n][1] if totals[n][1] else float("nan") for n in names}
@@ -120,18 +176,28 @@ def add_metrics(totals: dict[str, list[float]], metrics: Metrics) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, runtime: Runtime,
-             batches: list[np.ndarray] | None = None, step_fn: StepFn = forward_step) -> dict[str, float]:
-    """Average every metric over `dataset` (all ranks together), in eval mode."""
+             batches: list[np.ndarray] | None = None, step_fn: StepFn = forward_step,
+             seed: int = 0) -> dict[str, float]:
+    """Average every metric over `dataset` (all ranks together), in eval mode.
+
+    Rank r takes batches r, r + world_size, ...; the sums are added over ranks,
+    so the result does not depend on the number of ranks. Batch i's collate draws
+    from torch's CPU generator seeded with (seed, i), inside a fork of the RNG:
+    the same masks every epoch and on any number of ranks, and the training RNG
+    stream is left as it was.
+    """
     was_training = model.training
     model.eval()
     if batches is None:
         batches = [np.arange(i, min(i + batch_size, len(dataset))) for i in range(0, len(dataset), batch_size)]
     totals: dict[str, list[float]] = {}
-    for indices in batches[runtime.rank :: runtime.world_size]:
-        batch = to_device(dataset.collate(indices), runtime.device)
-        with runtime.autocast():
-            _, metrics = step_fn(model, batch)
-        add_metrics(totals, metrics)
+    with torch.random.fork_rng(devices=[]):
+        for i in range(runtime.rank, len(batches), runtime.world_size):
+            torch.default_generator.manual_seed(rank_seed(seed, i))  # CPU only; the CUDA stream is not used here
+            batch = to_device(dataset.collate(batches[i]), runtime.device)
+            with runtime.autocast():
+                _, metrics = step_fn(model, batch)
+            add_metrics(totals, metrics)
     model.train(was_training)
     return reduce_metrics(totals, runtime)
 
@@ -139,15 +205,19 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, runtime: Runti
 class _StopFlag:
     """Turns SIGINT/SIGTERM into a request to checkpoint and stop after the current step."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
         self.requested = False
+        self.signum = signal.SIGTERM.value  # what a rank that got no signal itself reports
+        self.announce = announce  # under torchrun only rank 0 says it
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:  # second signal: give up at once
             raise KeyboardInterrupt
-        self.requested = True
-        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping", file=sys.stderr)
+        self.requested, self.signum = True, signum
+        if self.announce:
+            print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping",
+                  file=sys.stderr)
 
     def __enter__(self) -> "_StopFlag":
         for s in (signal.SIGINT, signal.SIGTERM):
@@ -167,6 +237,12 @@ class Progress:
     epoch: int = 0
     step_in_epoch: int = 0  # batches of the current epoch already done
     global_step: int = 0
+
+
+# Settings a resumed run must share with the checkpoint (they shape the trajectory), by option name.
+RESUME_OPTIONS = {"epochs": "--epoch", "batch_size": "--batch", "lr": "--lr", "warmup": "--warmup",
+                  "weight_decay": "--weight_decay", "grad_accum": "--grad_accum", "max_grad_norm": "max_grad_norm",
+                  "seed": "--seed", "max_steps": "--max_steps"}
 
 
 @dataclass
@@ -198,6 +274,8 @@ class Trainer:
             self.train_module = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
             )
+            if rt.rank > 0:  # independent dropout on each rank; rank 0 keeps the single-process stream
+                torch.manual_seed(rank_seed(s.seed, rt.rank))
         self.optimizer = make_optimizer(self.model, s.lr, s.weight_decay, fused=rt.device.type == "cuda")
         self.progress = Progress()
         self.steps_per_epoch = len(self.batch_plan(0))
@@ -208,25 +286,32 @@ class Trainer:
             self.total_steps = min(self.total_steps, s.max_steps)
         self.warmup_steps = s.warmup_steps(self.total_steps)
         self.history: list[dict[str, Any]] = []
+        self.epoch_totals: dict[str, list[float]] = {}  # this rank's (sum, count) metrics of the current epoch
+        self._checked_gradients = False
 
     # --- checkpoints -------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        rng = {"torch": torch.get_rng_state()}
-        if self.runtime.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.runtime.device)
+    def state_dict(self, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The checkpoint; `ranks` holds each rank's `_rank_state()` (default: this process only)."""
+        ranks = ranks if ranks is not None else [self._rank_state()]
         return {
             **self.checkpoint_meta,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "progress": asdict(self.progress),
             "settings": asdict(self.settings),
-            "rng": rng,
+            "rng": ranks[0]["rng"],  # rank 0's, where older versions kept it
+            "ranks": ranks,
             "history": self.history,
         }
 
+    def _rank_state(self) -> dict[str, Any]:
+        return {"rng": rng_state(self.runtime.device), "totals": {k: list(v) for k, v in self.epoch_totals.items()}}
+
     def save(self) -> None:
+        """Write the checkpoint (rank 0); a collective: every rank calls it and hands over its own state."""
+        ranks = gather_objects(self._rank_state(), self.runtime)
         if self.runtime.is_main:
-            save_checkpoint(self.checkpoint_path, self.state_dict())
+            save_checkpoint(self.checkpoint_path, self.state_dict(ranks))
 
     def resume(self, state: dict[str, Any] | None = None) -> bool:
         """Continue from `checkpoint_path` (or `state`); returns False when there is none."""
@@ -236,18 +321,50 @@ class Trainer:
             state = load_checkpoint(self.checkpoint_path)
         if "optimizer" not in state:
             raise UserError(f"{self.checkpoint_path} holds no training state to resume from (it is a final model)")
+        saved, now = state.get("settings", {}), asdict(self.settings)
+        differ = [f"{flag} {now[k]} (checkpoint: {saved[k]})" for k, flag in RESUME_OPTIONS.items()
+                  if k in saved and saved[k] != now[k]]
+        if differ:
+            raise UserError(f"--resume needs the options {self.checkpoint_path} was trained with, but "
+                            f"{', '.join(differ)}; pass those, or another --save to start a new run")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
         self.history = list(state.get("history", []))
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and self.runtime.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.runtime.device)
+        rt = self.runtime
+        ranks = state.get("ranks") or [{"rng": state["rng"], "totals": {}}]
+        if len(ranks) == rt.world_size:
+            mine = ranks[rt.rank]
+            self.epoch_totals = {k: list(v) for k, v in mine["totals"].items()}
+        else:  # another number of ranks: rank 0 takes all saved sums (their total is what counts)
+            if rt.is_main:
+                print(f"warning: {self.checkpoint_path} was written by {len(ranks)} rank(s), this run has "
+                      f"{rt.world_size}: the dropout RNG of the ranks is redistributed, so the run goes on "
+                      f"but not bit-exactly as it would have", file=sys.stderr)
+            mine = ranks[rt.rank] if rt.rank < len(ranks) else None
+            self.epoch_totals = {}
+            if rt.is_main:
+                for r in ranks:
+                    add_metrics(self.epoch_totals, {k: (v[0], v[1]) for k, v in r["totals"].items()})
+        if mine is not None:
+            set_rng_state(mine["rng"], rt.device)
+        else:
+            torch.manual_seed(rank_seed(self.settings.seed, rt.rank))
         return True
 
     # --- the loop ------------------------------------------------------------
     def _done(self) -> bool:
         return self.progress.global_step >= self.total_steps
+
+    def _stop_if_requested(self, stop: _StopFlag, bar: tqdm | None = None) -> None:
+        """After a step: if any rank got a signal, all save together and stop (a collective)."""
+        if any_rank(stop.requested, self.runtime):
+            if bar is not None:
+                bar.close()
+            self.save()
+            raise Stopped(f"{signal.Signals(stop.signum).name} at step {self.progress.global_step}: checkpoint "
+                          f"saved to {self.checkpoint_path}; run the same command with --resume to continue",
+                          stop.signum)
 
     def fit(self) -> list[dict[str, Any]]:
         s, rt, p = self.settings, self.runtime, self.progress
@@ -256,10 +373,10 @@ class Trainer:
         if p.global_step and rt.is_main:
             print(f"resuming at epoch {p.epoch + 1}, step {p.step_in_epoch}/{self.steps_per_epoch} "
                   f"(global step {p.global_step})")
-        with _StopFlag() as stop:
+        with _StopFlag(announce=rt.is_main) as stop:
             while p.epoch < s.epochs and not self._done():
                 plan = self.batch_plan(p.epoch)
-                totals: dict[str, list[float]] = {}
+                totals = self.epoch_totals  # restored by resume() mid-epoch, else empty
                 steps_this_epoch = min(len(plan), p.step_in_epoch + self.total_steps - p.global_step)
                 bar = tqdm(total=steps_this_epoch, initial=p.step_in_epoch, desc=f"{self.desc} {p.epoch + 1}/{s.epochs}",
                            disable=not rt.is_main, dynamic_ncols=True, mininterval=1.0)
@@ -273,11 +390,8 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{tokens * rt.world_size / (time.perf_counter() - t0):,.0f}",
                                     refresh=False)
-                    if stop.requested:
-                        bar.close()
-                        self.save()
-                        raise UserError(f"stopped at step {p.global_step}; checkpoint saved to {self.checkpoint_path} "
-                                        f"(run again with --resume to continue)")
+                    if not self._done():  # on the last step, finishing is quicker than stopping
+                        self._stop_if_requested(stop, bar)
                     if s.save_every and p.global_step % s.save_every == 0 and p.step_in_epoch < len(plan):
                         self.save()
                 bar.close()
@@ -293,7 +407,10 @@ class Trainer:
                 self.history.append(row)
                 if epoch_finished:
                     p.epoch, p.step_in_epoch = p.epoch + 1, 0
+                    self.epoch_totals = {}
                 self.save()
+                if not self._done() and p.epoch < s.epochs:  # a signal during evaluation: stop before the next epoch
+                    self._stop_if_requested(stop)
         return self.history
 
     def _step(self, model: nn.Module, indices: np.ndarray, totals: dict[str, list[float]]) -> tuple[float, int]:
@@ -317,11 +434,25 @@ class Trainer:
             (loss * weight).backward()
             add_metrics(totals, metrics)
             loss_sum += float(loss.detach()) * len(mb) / len(mine)
+        if not self._checked_gradients:
+            self._check_every_parameter_trained()
         if s.max_grad_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum, n_tokens
+
+    def _check_every_parameter_trained(self) -> None:
+        """After the first backward: a trainable parameter without a gradient breaks DDP (see the module docstring)."""
+        self._checked_gradients = True
+        unused = [n for n, p in self.model.named_parameters() if p.requires_grad and p.grad is None]
+        if not unused:
+            return
+        message = (f"parameters with requires_grad got no gradient: {', '.join(unused[:5])}"
+                   f"{' ...' if len(unused) > 5 else ''}; freeze them with requires_grad_(False) in the model")
+        if self.runtime.distributed:
+            raise RuntimeError(message + " (DistributedDataParallel needs every trained parameter used)")
+        print(f"warning: {message} (harmless here, but training under torchrun would fail)", file=sys.stderr)
 
 
 def trunk_state(state: dict[str, Any]) -> dict[str, Tensor]:

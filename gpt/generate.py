@@ -10,13 +10,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from common.checkpoint import load_checkpoint
+from common.checkpoint import check_compatible, load_checkpoint
 from common.cli import UserError, make_parser, non_negative_int, positive_int, run_main
 from common.config import ModelConfig
 from common.device import Runtime, setup_runtime
 from common.layers import KVCache
 from common.paths import DEFAULT_VOCAB, rel
-from common.vocab import BOS_ID, EOS_ID, load_vocab
+from common.vocab import BOS_ID, EOS_ID, Vocab, load_vocab
 from gpt.model import GPTLMHeadModel
 from gpt.finetune_spec import SPEC
 
@@ -72,13 +72,13 @@ def generate(model: GPTLMHeadModel, prompt: list[int], max_len: int, temperature
     return new
 
 
-def load_lm(path: str, vocab_fingerprint: str, vocab_path: str, runtime: Runtime) -> GPTLMHeadModel:
+def load_lm(path: str, vocab: Vocab, vocab_path: str, runtime: Runtime) -> GPTLMHeadModel:
     state = load_checkpoint(path)
     if not str(state.get("kind", "")).startswith("gpt-"):
         raise UserError(f"{path} is not a GPT checkpoint (it is {state.get('kind')!r}); pass gpt's save_pretrain.pth")
-    if state.get("vocab", {}).get("fingerprint") != vocab_fingerprint:
-        raise UserError(f"{path} was trained with another vocab than {vocab_path}; pass the --vocab it was trained with")
-    model = GPTLMHeadModel(ModelConfig(**state["config"]))
+    cfg = ModelConfig(**state["config"])
+    check_compatible(state, path, cfg.to_dict(), vocab.fingerprint, vocab_path)  # the same vocab, or refused
+    model = GPTLMHeadModel(cfg)
     weights = {k: v for k, v in state["model"].items() if k.startswith(("trunk.", "lm_head."))}
     model.load_state_dict(weights, strict=True)
     return model.to(runtime.device)
@@ -107,7 +107,7 @@ def main() -> None:
             raise UserError(f"--temperature must be >= 0, got {args.temperature}")
         runtime = setup_runtime(args.gpu)
         vocab = load_vocab(args.vocab)
-        model = load_lm(args.model, vocab.fingerprint, args.vocab, runtime)
+        model = load_lm(args.model, vocab, args.vocab, runtime)
         generator = torch.Generator(device=runtime.device).manual_seed(args.seed)
         prompt = [BOS_ID, *vocab.encode(args.prompt)]
         for _ in range(args.samples):

@@ -127,6 +127,8 @@ class SpanBertForSequenceClassification(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.d_hidn, n_labels)
         self.classifier.apply(init_weights)
+        if logit != "cls":  # mean / max never use the pooler: frozen, as DDP needs every trained parameter used
+            self.trunk.pooler.requires_grad_(False)
 
     def classify(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         """-> (class logits (B, n_labels), hidden states (B, T, D))."""

@@ -4,16 +4,27 @@
 - `sample_vocab`: the .model of a vocab built from the sample corpus (data/sample/kowiki),
   once per test session (well under a second).
 - `corpus_dir`: the real corpora folder named by $CORPUS_DIR; skips the test where it is not set.
+- `sample_corpus`: data/sample as the scripts' inputs: kowiki.json (articles kept by
+  data/kowiki.py) and NSMC ratings_train.json / ratings_test.json, once per session.
+- `gpt_store`: GPT's token store of `sample_corpus` with `sample_vocab`, n_seq 32 (353 windows).
+- `write_config(path, **changes)`: a tiny GPT config (`TINY_GPT`, n_seq 32) written to `path`.
+- `run_script(script, *args, cwd=...)`: a repository script as a subprocess, as a user runs it,
+  in `script_env`: this checkout on the path, CPU only, one thread (tiny models; threads would only contend).
 """
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from common.paths import REPO_ROOT, SAMPLE_DIR, corpus_dir as _corpus_dir
+
+TINY_GPT = {"n_layer": 2, "d_hidn": 32, "n_head": 2, "d_ff": 64, "n_seq": 32, "dropout": 0.1}
 
 
 def load_script(relative_path: str, module_name: str):
@@ -49,3 +60,57 @@ def corpus_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"CORPUS_DIR={path} is not a folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_corpus(tmp_path_factory) -> dict[str, Path]:
+    from common.corpus import iter_wikiextractor, read_nsmc_tsv, skip_reason
+
+    folder = tmp_path_factory.mktemp("sample_corpus")
+    with open(folder / "kowiki.json", "w", encoding="utf-8") as f:
+        for article in iter_wikiextractor(SAMPLE_DIR / "kowiki"):
+            if skip_reason(article) is None:
+                f.write(json.dumps(article, ensure_ascii=False) + "\n")
+    for part in ("train", "test"):
+        rows, _ = read_nsmc_tsv(SAMPLE_DIR / "nsmc" / f"ratings_{part}.txt")
+        with open(folder / f"ratings_{part}.json", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return {"kowiki": folder / "kowiki.json", "train": folder / "ratings_train.json",
+            "test": folder / "ratings_test.json"}
+
+
+@pytest.fixture(scope="session")
+def gpt_store(tmp_path_factory, sample_corpus: dict[str, Path], sample_vocab: Path) -> Path:
+    from gpt.data import build
+
+    out = tmp_path_factory.mktemp("gpt_store") / "store"
+    build(str(sample_corpus["kowiki"]), str(out), TINY_GPT["n_seq"], str(sample_vocab), workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def write_config():
+    def write(path: Path, **changes) -> Path:
+        path.write_text(json.dumps({**TINY_GPT, **changes}), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def script_env() -> dict[str, str]:
+    """The environment of a script run by a test: this checkout first on the path, CPU only, one thread."""
+    env = {k: v for k, v in os.environ.items() if k != "CORPUS_DIR"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    return env
+
+
+@pytest.fixture(scope="session")
+def run_script(script_env: dict[str, str]):
+    def run(script: str | Path, *args: str | Path, cwd: Path = REPO_ROOT / "gpt",
+            timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), *map(str, args)], cwd=cwd, env=script_env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
