@@ -111,25 +111,30 @@ class SelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise FFN: Linear -> GELU (exact, as in both papers' code) -> Linear."""
+    """Position-wise FFN: Linear -> GELU -> Linear.
 
-    def __init__(self, cfg: ModelConfig):
+    BERT's code uses the exact (erf) GELU, GPT-1's code the tanh approximation
+    (`gelu_approximate="tanh"`); Hugging Face's BertModel / OpenAIGPTModel follow them.
+    """
+
+    def __init__(self, cfg: ModelConfig, gelu_approximate: str = "none"):
         super().__init__()
         self.fc = nn.Linear(cfg.d_hidn, cfg.d_ff)
         self.proj = nn.Linear(cfg.d_ff, cfg.d_hidn)
+        self.gelu_approximate = gelu_approximate
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(F.gelu(self.fc(x)))
+        return self.proj(F.gelu(self.fc(x), approximate=self.gelu_approximate))
 
 
 class TransformerLayer(nn.Module):
     """One post-LayerNorm layer."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, gelu_approximate: str = "none"):
         super().__init__()
         self.attention = SelfAttention(cfg)
         self.attention_norm = nn.LayerNorm(cfg.d_hidn, eps=cfg.layer_norm_epsilon)
-        self.ffn = FeedForward(cfg)
+        self.ffn = FeedForward(cfg, gelu_approximate)
         self.ffn_norm = nn.LayerNorm(cfg.d_hidn, eps=cfg.layer_norm_epsilon)
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -144,15 +149,16 @@ class Transformer(nn.Module):
     causal=True makes it a decoder (GPT): position t attends to positions <= t.
     With right padding (all our batches) a causal model needs no padding mask:
     real positions never look ahead at the pads that follow them.
+    gelu_approximate: "none" (exact GELU, BERT) or "tanh" (GPT-1), see FeedForward.
     """
 
-    def __init__(self, cfg: ModelConfig, causal: bool, embedding_layer_norm: bool):
+    def __init__(self, cfg: ModelConfig, causal: bool, embedding_layer_norm: bool, gelu_approximate: str = "none"):
         super().__init__()
         if cfg.n_vocab <= 0:
             raise ValueError("ModelConfig.n_vocab is not set: call cfg.with_vocab(len(vocab))")
         self.cfg, self.causal = cfg, causal
         self.embeddings = Embeddings(cfg, layer_norm=embedding_layer_norm)
-        self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.n_layer))
+        self.layers = nn.ModuleList(TransformerLayer(cfg, gelu_approximate) for _ in range(cfg.n_layer))
         self.apply(init_weights)
 
     def forward(

@@ -3,7 +3,8 @@ then fine-tuned with a linear classifier on the last real token, optionally
 keeping the language-model loss as an auxiliary objective (L3 = L2 + lambda * L1).
 
 The trunk is `common.layers.Transformer` with a causal mask and no LayerNorm on
-the embeddings (post-LN layers, learned positions, GELU: the GPT-1 architecture).
+the embeddings (post-LN layers, learned positions, GELU in the tanh approximation of the
+GPT-1 code: the GPT-1 architecture, and Hugging Face's OpenAIGPTModel).
 Training modules return (loss, metrics) from `forward`, so DDP wraps them whole.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ class GPTLMHeadModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.trunk = Transformer(cfg, causal=True, embedding_layer_norm=False)
+        self.trunk = Transformer(cfg, causal=True, embedding_layer_norm=False, gelu_approximate="tanh")
         self.lm_head = LMHead(cfg, self.trunk.embeddings.token, transform=False)
 
     def forward(self, input_ids: Tensor, labels: Tensor) -> tuple[Tensor, Metrics]:
@@ -56,7 +57,7 @@ class GPTForSequenceClassification(nn.Module):
     def __init__(self, cfg: ModelConfig, n_labels: int = 2, lm_coef: float = 0.0):
         super().__init__()
         self.cfg, self.lm_coef = cfg, lm_coef
-        self.trunk = Transformer(cfg, causal=True, embedding_layer_norm=False)
+        self.trunk = Transformer(cfg, causal=True, embedding_layer_norm=False, gelu_approximate="tanh")
         self.lm_head = LMHead(cfg, self.trunk.embeddings.token, transform=False)
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.d_hidn, n_labels)
