@@ -19,10 +19,9 @@ from bert.pretrain import PretrainingDataset
 from common.checkpoint import load_checkpoint
 from common.cli import UserError
 from common.config import ModelConfig
-from common.corpus import iter_wikiextractor, read_nsmc_tsv, skip_reason
 from common.encoder import BertModel, MLMHead, masked_lm_loss
 from common.masking import N_SPECIAL
-from common.paths import REPO_ROOT, SAMPLE_DIR
+from common.paths import REPO_ROOT
 from common.token_store import TokenStore
 from common.vocab import CLS_ID, PAD_ID, SEP_ID
 
@@ -33,20 +32,11 @@ TINY_CONFIG = {"n_layer": 2, "d_hidn": 64, "n_head": 4, "d_ff": 128, "n_seq": 64
 # --- sample corpus, written once for the module ---------------------------------------------
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory, sample_vocab: Path) -> dict[str, Path]:
-    """kowiki.json, NSMC train/test JSON (from data/sample) and a tiny config, in a temporary folder."""
+def sample(tmp_path_factory, sample_corpus: dict[str, Path], sample_vocab: Path) -> dict[str, Path]:
+    """The sample corpus files (conftest's `sample_corpus`), a tiny config and the sample vocab."""
     folder = tmp_path_factory.mktemp("bert_sample")
-    with open(folder / "kowiki.json", "w", encoding="utf-8") as f:
-        for article in iter_wikiextractor(SAMPLE_DIR / "kowiki"):
-            if skip_reason(article) is None:
-                f.write(json.dumps(article, ensure_ascii=False) + "\n")
-    for part in ("train", "test"):
-        rows, _ = read_nsmc_tsv(SAMPLE_DIR / "nsmc" / f"ratings_{part}.txt")
-        with open(folder / f"ratings_{part}.json", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     (folder / "tiny.json").write_text(json.dumps(TINY_CONFIG))
-    return {"folder": folder, "kowiki": folder / "kowiki.json", "train": folder / "ratings_train.json",
-            "test": folder / "ratings_test.json", "config": folder / "tiny.json", "vocab": sample_vocab}
+    return {**sample_corpus, "folder": folder, "config": folder / "tiny.json", "vocab": sample_vocab}
 
 
 @pytest.fixture(scope="module")
