@@ -10,7 +10,6 @@ Needs scikit-learn (pip install -r requirements-extra.txt).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 

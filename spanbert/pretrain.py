@@ -6,10 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.config import ModelConfig
 from common.masking import MaskedSegmentDataset, pack
 from common.pretrain import PretrainSpec, pretrain_main
-from common.token_store import TokenStore
 from spanbert.data import DEFAULT_OUTPUT, mask_spans
 from spanbert.model import SpanBertForPreTraining
 
