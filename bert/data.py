@@ -155,18 +155,14 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
             "nsp_buffer": nsp_buffer, "seed": seed, "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab)}
     with StoreWriter(output, meta) as store:
         store.append("word_starts", word_starts.astype(np.uint8))
-        store.append("offsets", np.zeros(1, dtype=np.int64))
         tokens: list[np.ndarray] = []
         len_a: list[int] = []
         is_next: list[int] = []
 
         def flush() -> None:
-            lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-            store.append("tokens", np.concatenate(tokens).astype(np.uint16))
-            store.append("offsets", counts["n_tokens"] + np.cumsum(lengths))
+            counts["n_tokens"] += store.append_instances(tokens)
             store.append("len_a", np.asarray(len_a, dtype=np.uint16))
             store.append("is_next", np.asarray(is_next, dtype=np.uint8))
-            counts["n_tokens"] += int(lengths.sum())
             tokens.clear(), len_a.clear(), is_next.clear()
 
         for a, b, label in corpus_pairs(articles(), n_seq - 3, short_seq_prob, rng, nsp_buffer):

@@ -49,6 +49,17 @@ class StoreWriter:
         self.files[name].write(np.ascontiguousarray(chunk).tobytes())
         spec["shape"][0] += chunk.shape[0]
 
+    def append_instances(self, rows: list[np.ndarray], dtype: type = np.uint16) -> int:
+        """Append variable-length instances to `tokens` and their end boundaries to `offsets`
+        (which starts with 0: instance i is tokens[offsets[i]:offsets[i+1]]); returns the tokens written."""
+        if "offsets" not in self.specs:
+            self.append("offsets", np.zeros(1, dtype=np.int64))
+        start = self.specs["tokens"]["shape"][0] if "tokens" in self.specs else 0
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        self.append("tokens", np.concatenate(rows).astype(dtype))
+        self.append("offsets", start + np.cumsum(lengths))
+        return int(lengths.sum())
+
     def close(self) -> None:
         for f in self.files.values():
             f.flush()

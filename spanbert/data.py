@@ -179,14 +179,10 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
             "max_span_words": MAX_SPAN_WORDS, "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab)}
     with StoreWriter(output, meta) as store:
         store.append("word_starts", word_starts.astype(np.uint8))
-        store.append("offsets", np.zeros(1, dtype=np.int64))
         pending: list[np.ndarray] = []
 
         def flush() -> None:
-            lengths = np.fromiter((len(t) for t in pending), dtype=np.int64, count=len(pending))
-            store.append("tokens", np.concatenate(pending).astype(np.uint16))
-            store.append("offsets", counts["n_tokens"] + np.cumsum(lengths))
-            counts["n_tokens"] += int(lengths.sum())
+            counts["n_tokens"] += store.append_instances(pending)
             pending.clear()
 
         for paragraphs in tokenized_articles(input_path, vocab_path, workers):

@@ -14,7 +14,7 @@ import torch
 
 from common.config import ModelConfig
 from common.masking import N_SPECIAL
-from common.paths import REPO_ROOT, SAMPLE_DIR
+from common.paths import REPO_ROOT
 from common.token_store import StoreWriter, TokenStore
 from common.vocab import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 from spanbert.data import GEOMETRIC_P, MAX_SPAN_WORDS, choose_spans, mask_spans, segments, span_length_probs
@@ -275,22 +275,13 @@ def run(script: str, *args: str, cwd: Path = REPO_ROOT / "spanbert") -> str:
     return done.stdout
 
 
-def test_pretrain_then_train_on_the_sample_beats_chance(tmp_path: Path, sample_vocab: Path) -> None:
-    from common.corpus import iter_wikiextractor, read_nsmc_tsv, skip_reason
-
-    with open(tmp_path / "kowiki.json", "w", encoding="utf-8") as f:
-        for article in iter_wikiextractor(SAMPLE_DIR / "kowiki"):
-            if skip_reason(article) is None:
-                f.write(json.dumps(article, ensure_ascii=False) + "\n")
-    for split in ("train", "test"):
-        rows, _ = read_nsmc_tsv(SAMPLE_DIR / "nsmc" / f"ratings_{split}.txt")
-        (tmp_path / f"{split}.json").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                                                encoding="utf-8")
+def test_pretrain_then_train_on_the_sample_beats_chance(tmp_path: Path, sample_vocab: Path,
+                                                        sample_corpus: dict[str, Path]) -> None:
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"n_layer": 2, "d_hidn": 64, "n_head": 4, "d_ff": 128, "n_seq": 64, "n_segment": 2}))
     common = ["--vocab", str(sample_vocab), "--config", str(config)]
 
-    run("data.py", "--input", str(tmp_path / "kowiki.json"), "--output", str(tmp_path / "store"),
+    run("data.py", "--input", str(sample_corpus["kowiki"]), "--output", str(tmp_path / "store"),
         "--vocab", str(sample_vocab), "--n_seq", "64", "--workers", "1")
     out = run("pretrain.py", "--input", str(tmp_path / "store"), "--save", str(tmp_path / "pre.pth"), *common,
               "--epoch", "2", "--batch", "32", "--lr", "1e-3", "--save_every", "0")
@@ -299,7 +290,7 @@ def test_pretrain_then_train_on_the_sample_beats_chance(tmp_path: Path, sample_v
     assert {"heldout_mlm_acc", "heldout_sbo_acc"} <= set(log[-1])
     assert log[-1]["train_loss"] < log[0]["train_loss"]
 
-    out = run("train.py", "--train", str(tmp_path / "train.json"), "--test", str(tmp_path / "test.json"),
+    out = run("train.py", "--train", str(sample_corpus["train"]), "--test", str(sample_corpus["test"]),
               "--pretrain", str(tmp_path / "pre.pth"), "--save", str(tmp_path / "best.pth"), *common,
               "--results", str(tmp_path / "results.csv"), "--logit", "mean",
               "--epoch", "4", "--batch", "16", "--lr", "2e-3", "--dev_ratio", "0.1")
