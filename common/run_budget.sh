@@ -18,6 +18,8 @@ cd "$(dirname "$0")/../$model"
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-600}   # optimizer steps of PRETRAIN_BATCH x N_SEQ tokens
 PRETRAIN_BATCH=${PRETRAIN_BATCH:-32}
 N_SEQ=${N_SEQ:-256}                     # pretraining instance length
+PRETRAIN_LR=${PRETRAIN_LR:-5e-4}        # peak learning rate of the pretraining schedule
+PRETRAIN_WARMUP=${PRETRAIN_WARMUP:-0.05} # warmup: share of PRETRAIN_STEPS (< 1) or a step count
 TRAIN_LIMIT=${TRAIN_LIMIT:-0}           # NSMC train reviews used (0: all 150k)
 TRAIN_EPOCHS=${TRAIN_EPOCHS:-1}
 TRAIN_BATCH=${TRAIN_BATCH:-64}
@@ -32,7 +34,7 @@ python data.py --n_seq "$N_SEQ"            # kept if it already exists
 resume=()
 [ -f save_pretrain.pth ] && resume=(--resume)
 python pretrain.py --config config_half.json --batch "$PRETRAIN_BATCH" --max_steps "$PRETRAIN_STEPS" \
-  --epoch 1 --lr 5e-4 --warmup 0.05 --save_every 100 "${resume[@]}" "${gpu_args[@]}"
+  --epoch 1 --lr "$PRETRAIN_LR" --warmup "$PRETRAIN_WARMUP" --save_every 50 "${resume[@]}" "${gpu_args[@]}"
 
 limit=$([ "$TRAIN_LIMIT" = 0 ] && echo all || echo "$TRAIN_LIMIT")
 note="pretrain ${PRETRAIN_STEPS} steps x ${PRETRAIN_BATCH}x${N_SEQ} tok; fine-tune ${TRAIN_EPOCHS} ep on ${limit} reviews"

@@ -9,7 +9,6 @@ Training modules return (loss, metrics) from `forward`, so DDP wraps them whole.
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.config import ModelConfig
@@ -25,11 +24,9 @@ def lm_loss(lm_head: nn.Module, hidden: Tensor, targets: Tensor) -> tuple[Tensor
     hidden (B, T, D); targets (B, T) holding PAD_ID where there is nothing to predict.
     """
     keep = targets != PAD_ID
-    logits = lm_head(hidden[keep]).float()
     y = targets[keep]
-    loss_sum = F.cross_entropy(logits, y, reduction="sum")
+    loss_sum, correct = lm_head.loss(hidden[keep], y)  # chunked: the (N, n_vocab) logits are never all in memory
     n = y.numel()
-    correct = (logits.argmax(-1) == y).sum()
     return loss_sum / max(n, 1), {"loss": (loss_sum.detach(), n), "acc": (correct, n)}
 
 

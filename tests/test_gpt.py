@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from common.config import ModelConfig
+from common.layers import LMHead
 from common.vocab import BOS_ID, EOS_ID, PAD_ID
 from gpt.finetune_spec import wrap
 from gpt.generate import filter_logits, generate
@@ -113,7 +114,8 @@ def test_lm_coefficient_composes_the_loss() -> None:
 
 def test_lm_loss_matches_plain_cross_entropy_on_real_targets() -> None:
     torch.manual_seed(1)
-    head = torch.nn.Linear(8, 12)
+    cfg = ModelConfig(n_layer=1, d_hidn=8, n_head=2, d_ff=16, n_seq=8, dropout=0.0, n_vocab=12)
+    head = LMHead(cfg, torch.nn.Embedding(12, 8), transform=False)
     hidden = torch.randn(2, 5, 8)
     targets = torch.tensor([[3, 4, 5, PAD_ID, PAD_ID], [6, 7, 8, 9, 10]])
     loss, metrics = lm_loss(head, hidden, targets)

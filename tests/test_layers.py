@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from common.config import ModelConfig
-from common.layers import KVCache, Transformer, last_token, masked_max, masked_mean
+from common.layers import KVCache, Transformer, last_token, linear_cross_entropy, masked_max, masked_mean
 from common.vocab import PAD_ID
 
 CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=64, n_seq=16, n_segment=2, dropout=0.0, n_vocab=50)
@@ -95,3 +96,27 @@ def test_pooling_ignores_padding() -> None:
     torch.testing.assert_close(masked_mean(big, mask)[0], hidden[0, :3].mean(0))
     torch.testing.assert_close(masked_max(big, mask)[0], hidden[0, :3].amax(0))
     torch.testing.assert_close(last_token(big, mask), torch.stack([hidden[0, 2], hidden[1, 4]]))
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_chunked_linear_cross_entropy_equals_full_logits(with_bias: bool) -> None:
+    """Loss, accuracy and gradients (hidden, weight, bias) equal F.cross_entropy on the full logits,
+    with chunks that do not divide the rows; with no grad it only sums the loss."""
+    torch.manual_seed(0)
+    n, d, v = 150, 8, 40
+    hidden = torch.randn(n, d, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(v, d, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(v, dtype=torch.float64, requires_grad=True) if with_bias else None
+    targets = torch.randint(0, v, (n,))
+    params = [hidden, weight] + ([bias] if with_bias else [])
+    logits = F.linear(hidden, weight, bias)
+    expected = F.cross_entropy(logits, targets, reduction="sum")
+    expected_grads = torch.autograd.grad(0.5 * expected, params)
+    loss, correct = linear_cross_entropy(hidden, weight, bias, targets, chunk_rows=32)
+    grads = torch.autograd.grad(0.5 * loss, params)
+    torch.testing.assert_close(loss, expected)
+    assert correct.item() == (logits.argmax(-1) == targets).sum().item()
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy(hidden, weight, bias, targets, chunk_rows=7)[0], expected)
