@@ -194,7 +194,7 @@ def main() -> None:
                         help="random B segments come from this many neighbouring articles (bounds memory)")
     parser.add_argument("--seed", type=int, default=12345, help="random seed of the pairing (BERT's default)")
     args = parser.parse_args()
-    run_main(lambda: check_output(args.output, args.force)
+    run_main(lambda: check_output(args.output, args.force, args.n_seq)
              and build(args.input, args.output, args.n_seq, args.vocab, args.workers, args.mask_prob,
                        args.short_seq_prob, args.nsp_buffer, args.seed))
 

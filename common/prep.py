@@ -34,15 +34,28 @@ def data_parser(description: str, default_output: Path, n_seq: int) -> argparse.
     return parser
 
 
-def check_output(path: str | os.PathLike, force: bool) -> bool:
-    """True when the output must be (re)built; False when it exists and is kept."""
+def check_output(path: str | os.PathLike, force: bool, n_seq: int | None = None) -> bool:
+    """True when the output must be (re)built; False when it exists and is kept.
+
+    An existing store built with another --n_seq is not silently kept: that is an error."""
     p = Path(path)
     if not p.parent.is_dir():
         raise UserError(f"output folder does not exist: {p.parent} (create it, or pass another --output)")
     if p.exists() and not force:
+        built = _stored_n_seq(p)
+        if n_seq is not None and built is not None and built != n_seq:
+            raise UserError(f"{p} was built with --n_seq {built}, not {n_seq}: pass --force to rebuild it, "
+                            f"or --n_seq {built} to keep it")
         print(f"{p} exists: kept as it is (pass --force to rebuild)")
         return False
     return True
+
+
+def _stored_n_seq(store: Path) -> int | None:
+    try:
+        return int(json.loads((store / "meta.json").read_text(encoding="utf-8"))["n_seq"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # not a readable store: pretrain.py names the problem when it opens it
 
 
 def _init_worker(vocab_path: str) -> None:

@@ -47,7 +47,7 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
 def main() -> None:
     parser = data_parser(__doc__.splitlines()[0], DEFAULT_OUTPUT, n_seq=256)
     args = parser.parse_args()
-    run_main(lambda: check_output(args.output, args.force)
+    run_main(lambda: check_output(args.output, args.force, args.n_seq)
              and build(args.input, args.output, args.n_seq, args.vocab, args.workers))
 
 

@@ -211,7 +211,7 @@ def main() -> None:
     parser.add_argument("--mask_prob", type=probability, default=0.15,
                         help="share of the tokens masked (spans of whole words), drawn anew for every batch at pretraining")
     args = parser.parse_args()
-    run_main(lambda: check_output(args.output, args.force)
+    run_main(lambda: check_output(args.output, args.force, args.n_seq)
              and build(args.input, args.output, args.n_seq, args.vocab, args.workers, args.mask_prob))
 
 

@@ -61,6 +61,8 @@ CASES = [
          ("vocab not found: missing.model", "vocab/build.py")),
     Case("output folder missing (data.py --output)", "gpt/data.py", options(DATA, output="no_dir/store"),
          ("output folder does not exist: no_dir", "create it")),
+    Case("existing data.py output built with another --n_seq", "gpt/data.py", options(DATA, output="store", n_seq="64"),
+         ("store was built with --n_seq 32, not 64", "--force")),
     Case("config file missing", "gpt/pretrain.py", options(PRETRAIN, config="missing.json"),
          ("config not found: missing.json", "--config")),
     Case("token store missing", "gpt/pretrain.py", options(PRETRAIN, input="no_store"),
