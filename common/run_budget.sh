@@ -7,20 +7,28 @@
 # logged (runs/*.csv, results.csv, save_pretrain.log.json) and the README table
 # and plots are redrawn from those logs.
 #
-# The budget is set by the variables below; the defaults take about 2 hours on
-# 2 CPU cores for GPT. Override them to shorten or stretch a run, e.g.
+# The budget is set by the variables below. Each model's defaults are the
+# budget its README table was made with (about 1.5 hours per model on this
+# 2-core CPU, at one torch thread so that two models can run side by side:
+# OMP_NUM_THREADS=1). Override them to shorten or stretch a run, e.g.
 #   PRETRAIN_STEPS=300 TRAIN_LIMIT=40000 TRAIN_EPOCHS=2 bash run_budget.sh
-# The Note column of the table records the budget used.
+# The Note column of the table records the budget used. An existing
+# save_pretrain.pth is resumed with the same settings (delete it to start over).
 set -euo pipefail
 model=${1:?usage: run_budget.sh gpt|bert|spanbert}
 cd "$(dirname "$0")/../$model"
 
-PRETRAIN_STEPS=${PRETRAIN_STEPS:-600}   # optimizer steps of PRETRAIN_BATCH x N_SEQ tokens
-PRETRAIN_BATCH=${PRETRAIN_BATCH:-32}
-N_SEQ=${N_SEQ:-256}                     # pretraining instance length
-PRETRAIN_LR=${PRETRAIN_LR:-5e-4}        # peak learning rate of the pretraining schedule
-PRETRAIN_WARMUP=${PRETRAIN_WARMUP:-0.05} # warmup: share of PRETRAIN_STEPS (< 1) or a step count
-TRAIN_LIMIT=${TRAIN_LIMIT:-0}           # NSMC train reviews used (0: all 150k)
+case $model in  # per-model defaults: GPT reads long windows, BERT/SpanBERT pretrain at 128 tokens (as BERT's first phase)
+  gpt) steps=600 batch=16 n_seq=256 lr=1e-3 warmup=40 ;;
+  bert|spanbert) steps=300 batch=32 n_seq=128 lr=5e-4 warmup=30 ;;
+  *) echo "unknown model: $model (gpt, bert or spanbert)" >&2; exit 2 ;;
+esac
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-$steps}   # optimizer steps of PRETRAIN_BATCH x N_SEQ tokens
+PRETRAIN_BATCH=${PRETRAIN_BATCH:-$batch}
+N_SEQ=${N_SEQ:-$n_seq}                     # pretraining instance length
+PRETRAIN_LR=${PRETRAIN_LR:-$lr}            # peak learning rate of the pretraining schedule
+PRETRAIN_WARMUP=${PRETRAIN_WARMUP:-$warmup} # warmup: share of PRETRAIN_STEPS (< 1) or a step count
+TRAIN_LIMIT=${TRAIN_LIMIT:-20000}          # NSMC train reviews used (0: all 150k)
 TRAIN_EPOCHS=${TRAIN_EPOCHS:-1}
 TRAIN_BATCH=${TRAIN_BATCH:-64}
 gpu_args=()
@@ -37,7 +45,7 @@ python pretrain.py --config config_half.json --batch "$PRETRAIN_BATCH" --max_ste
   --epoch 1 --lr "$PRETRAIN_LR" --warmup "$PRETRAIN_WARMUP" --save_every 50 "${resume[@]}" "${gpu_args[@]}"
 
 limit=$([ "$TRAIN_LIMIT" = 0 ] && echo all || echo "$TRAIN_LIMIT")
-note="pretrain ${PRETRAIN_STEPS} steps x ${PRETRAIN_BATCH}x${N_SEQ} tok; fine-tune ${TRAIN_EPOCHS} ep on ${limit} reviews"
+note="pretrain ${PRETRAIN_STEPS} steps x ${PRETRAIN_BATCH}x${N_SEQ} tok, lr ${PRETRAIN_LR}; fine-tune ${TRAIN_EPOCHS} ep on ${limit} reviews"
 finetune() {  # finetune ITEM ARGS...: one NSMC run, its row in results.csv
   local item=$1; shift
   rm -f save_best.state.pth   # each run starts fresh (not a resume of the previous one)
@@ -55,7 +63,6 @@ case $model in
   spanbert)
     finetune spanbert-scratch-cls --pretrain none --logit cls
     for logit in cls mean max; do finetune "spanbert-pre-$logit" --pretrain save_pretrain.pth --logit "$logit"; done ;;
-  *) echo "unknown model: $model (gpt, bert or spanbert)" >&2; exit 2 ;;
 esac
 python -m common.baseline --train_limit "$TRAIN_LIMIT" --models "$model"
 python -m common.results "$model"
