@@ -10,15 +10,21 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
+from multiprocessing.pool import Pool
 from pathlib import Path
+from typing import TypeVar
 
 from tqdm import tqdm
 
 from common.cli import UserError, make_parser, positive_int
 from common.paths import DEFAULT_VOCAB, KOWIKI_JSON, rel
 from common.vocab import Vocab
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 _worker_vocab: Vocab | None = None
 
@@ -84,6 +90,22 @@ def _chunks(path: Path, size: int) -> Iterator[tuple[int, list[str]]]:
             yield chunk[0][0], [line for _, line in chunk]
 
 
+def bounded_imap(pool: Pool, fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """`pool.imap(fn, items)` in order, with at most `ahead` items in flight.
+
+    Pool.imap reads its whole input and lets finished results queue up without
+    bound: when the consumer is slower than the workers (BERT's pairing and
+    masking), memory grows with the corpus. Here a new item is submitted only
+    when an old result is taken."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.apply_async(fn, (item,)))
+        if len(pending) >= ahead:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
 def tokenized_articles(path: str | os.PathLike, vocab_path: str | os.PathLike, workers: int,
                        chunk_size: int = 64) -> Iterator[list[list[int]]]:
     """Yield each article of kowiki.json as a list of paragraphs, each a list of token ids."""
@@ -98,7 +120,7 @@ def tokenized_articles(path: str | os.PathLike, vocab_path: str | os.PathLike, w
         pool = None
     else:
         pool = mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers, _init_worker, (str(vocab_path),))
-        results = pool.imap(_tokenize_chunk, chunks, chunksize=1)
+        results = bounded_imap(pool, _tokenize_chunk, chunks, ahead=2 * workers)
     try:
         for n_bytes, articles in results:
             if isinstance(articles, int):
