@@ -8,9 +8,10 @@
 # and plots are redrawn from those logs.
 #
 # The budget is set by the variables below. Each model's defaults are the
-# budget its README table was made with (about 1.5 hours per model on this
-# 2-core CPU, at one torch thread so that two models can run side by side:
-# OMP_NUM_THREADS=1). Override them to shorten or stretch a run, e.g.
+# budget its README table was made with, at one torch thread so that two
+# models can run side by side on this 2-core CPU (OMP_NUM_THREADS=1): GPT took
+# 97 min, BERT 41 and SpanBERT 60, after data.py (13 and 7 min for BERT's and
+# SpanBERT's with one worker). Override them to shorten or stretch a run, e.g.
 #   PRETRAIN_STEPS=300 TRAIN_LIMIT=40000 TRAIN_EPOCHS=2 bash run_budget.sh
 # The Note column of the table records the budget used. An existing
 # save_pretrain.pth is resumed with the same settings (delete it to start over).
