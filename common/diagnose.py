@@ -25,8 +25,8 @@ from common.checkpoint import load_checkpoint
 from common.cli import UserError, make_parser, positive_int, run_main
 from common.config import ModelConfig
 from common.layers import Transformer
-from common.pretrain import PretrainSpec
 from common.paths import REPO_ROOT, rel
+from common.pretrain import PretrainSpec, heldout_split
 from common.token_store import TokenStore
 
 MODELS = ("gpt", "bert", "spanbert")
@@ -77,8 +77,7 @@ def diagnose(model_name: str, checkpoint: Path, store_dir: Path | None, n_instan
     store = TokenStore(store_dir or spec.default_input, hint=f"run python data.py in {model_name}/")
     store.check_vocab(state["vocab"]["fingerprint"], checkpoint)
     dataset = spec.open_dataset(store, cfg)
-    heldout = max(1, int(round(len(dataset) * state["args"].get("heldout", 0.01))))
-    indices = np.arange(len(dataset) - heldout, len(dataset))[:n_instances]  # the held-out tail, never trained on
+    indices = heldout_split(len(dataset), state["args"].get("heldout", 0.01))[1][:n_instances]
     torch.manual_seed(seed)
     batch = dataset.collate(indices)
     fresh = spec.build_model(cfg)

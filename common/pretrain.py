@@ -39,6 +39,12 @@ class Subset:
         return self.dataset.collate(self.indices[indices])
 
 
+def heldout_split(n: int, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices of n instances: the held-out slice is the corpus' tail, never trained on."""
+    n_heldout = max(1, int(round(n * share)))
+    return np.arange(n - n_heldout), np.arange(n - n_heldout, n)
+
+
 @dataclass
 class PretrainSpec:
     name: str  # "gpt", "bert", "spanbert"
@@ -112,12 +118,13 @@ def pretrain(spec: PretrainSpec, args: argparse.Namespace) -> list[dict]:
 
     dataset = spec.open_dataset(store, cfg)
     n = len(dataset)
-    n_heldout = max(1, int(round(n * args.heldout)))
-    if n - n_heldout < args.batch:
+    train_indices, heldout_indices = heldout_split(n, args.heldout)
+    n_heldout = len(heldout_indices)
+    if len(train_indices) < args.batch:
         raise UserError(f"{args.input} holds {n} instances: too few for --batch {args.batch} after holding out "
                         f"{n_heldout}; use a bigger corpus or a smaller --batch")
-    train_set = Subset(dataset, np.arange(n - n_heldout))  # the held-out slice is the corpus' tail
-    heldout_set = Subset(dataset, np.arange(n - n_heldout, n))
+    train_set = Subset(dataset, train_indices)
+    heldout_set = Subset(dataset, heldout_indices)
 
     model = spec.build_model(cfg)
     meta = {"kind": f"{spec.name}-pretrain", "config": cfg.to_dict(),
