@@ -5,7 +5,7 @@ load, giving the same logits and the same token ids as this project:
 
 | checkpoint kind        | transformers class                         | notes |
 |---|---|---|
-| gpt-pretrain           | OpenAIGPTLMHeadModel                       | GPT-1: learned positions, post-LN, tanh GELU |
+| gpt-pretrain           | OpenAIGPTLMHeadModel                       | GPT-1: learned positions, post-LN, tanh GELU; our LM bias in lm_head_bias.pt |
 | gpt-classifier         | OpenAIGPTForSequenceClassification         | classifies the last non-pad token = our [EOS]; bias folded, see below |
 | bert-pretrain          | BertForPreTraining                         | NSP rows swapped (HF index 0 = "B follows A", ours 1) |
 | bert-classifier        | BertForSequenceClassification              | |
@@ -52,6 +52,7 @@ INSTALL_HINT = "pip install -r requirements-extra.txt"
 NSMC_LABELS = {0: "negative", 1: "positive"}
 TOKENIZER_MODEL = "tokenizer.model"  # the SentencePiece model, copied as is
 EXPORT_INFO = "export_info.json"  # what was exported from where, with which vocab
+LM_BIAS_FILE = "lm_head_bias.pt"  # GPT's LM output bias, which OpenAIGPTLMHeadModel has no place for
 
 
 def require_transformers():
@@ -215,6 +216,7 @@ class Exported:
     model: Any  # the transformers model, weights loaded
     template: tuple[list[str], list[str]]  # (pieces before, after) the text, for the tokenizer
     notes: list[str] = field(default_factory=list)
+    extra_files: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # weights HF's class cannot hold: name -> torch.save'd dict
 
 
 def _classifier_extra(n_labels: int) -> dict[str, Any]:
@@ -229,7 +231,13 @@ def _export_gpt(sd: dict[str, Tensor], cfg: ModelConfig, classifier: bool) -> Ex
     if not classifier:
         model = OpenAIGPTLMHeadModel(gpt_hf_config(cfg))
         _load_into(model, {**trunk, "lm_head.weight": trunk["transformer.tokens_embed.weight"]})  # tied
-        return Exported(model, ([BOS], []), ["generation prompts start with [BOS] (the tokenizer adds it)"])
+        notes = ["generation prompts start with [BOS] (the tokenizer adds it)"]
+        extra = {}
+        if "lm_head.bias" in sd:  # ours has an output bias (common.layers.LMHead), OpenAIGPT's lm_head none
+            extra[LM_BIAS_FILE] = {"lm_head.bias": sd["lm_head.bias"]}
+            notes.append(f"OpenAIGPTLMHeadModel's lm_head has no bias: add the one in {LM_BIAS_FILE} "
+                         f"(torch.load(...)['lm_head.bias']) to its logits to get ours; hidden states are identical")
+        return Exported(model, ([BOS], []), notes, extra)
     n_labels = sd["classifier.weight"].size(0)
     model = OpenAIGPTForSequenceClassification(gpt_hf_config(cfg, **_classifier_extra(n_labels)))
     last = f"transformer.h.{cfg.n_layer - 1}.ln_2.bias"
@@ -275,6 +283,7 @@ def _export_bert(sd: dict[str, Tensor], cfg: ModelConfig, kind: str, options: di
         return Exported(model, template, [])
     model = BertModel(bert_hf_config(cfg))
     _load_into(model, trunk)
+    extra = {}
     if kind == "spanbert-pretrain" and "sbo_head.bias" in sd:
         notes = ["SpanBERT's span boundary (SBO) head and its MLM head are dropped: BertModel holds the encoder",
                  "the pooler was frozen at its initialization during SpanBERT pretraining (no NSP): "
@@ -283,9 +292,10 @@ def _export_bert(sd: dict[str, Tensor], cfg: ModelConfig, kind: str, options: di
         notes = [f"--logit {options.get('logit')} pooling has no transformers class: only the encoder (BertModel) "
                  f"is exported; classify with the {options.get('logit')} of last_hidden_state over real tokens and "
                  f"the classifier weights in classifier.pt"]
+        extra["classifier.pt"] = {k: v for k, v in sd.items() if k.startswith("classifier.")}
     else:  # an imported checkpoint: trunk only
         notes = ["the checkpoint holds no pretraining heads: BertModel only"]
-    return Exported(model, template, notes)
+    return Exported(model, template, notes, extra)
 
 
 def export_state(state: dict[str, Any]) -> Exported:
@@ -413,8 +423,8 @@ def export_checkpoint(model_path: str | os.PathLike, vocab_path: str | os.PathLi
         exported.model.save_pretrained(tmp)
         build_tokenizer(vocab, exported.template, cfg.n_seq).save_pretrained(tmp)
         shutil.copyfile(vocab.path, tmp / TOKENIZER_MODEL)
-        if state["kind"] == "spanbert-classifier" and "BertModel" == info["hf_class"]:
-            torch.save({k: v for k, v in state["model"].items() if k.startswith("classifier.")}, tmp / "classifier.pt")
+        for name, tensors in exported.extra_files.items():
+            torch.save(tensors, tmp / name)
         (tmp / EXPORT_INFO).write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(_readme(info), encoding="utf-8")
         _move_into(tmp, out)

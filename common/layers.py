@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -210,11 +211,18 @@ def last_token(hidden: Tensor, attention_mask: Tensor) -> Tensor:
 
 
 class LMHead(nn.Module):
-    """Transform (dense, GELU, LayerNorm) + output projection tied to the token embedding.
+    """Transform (dense, GELU, LayerNorm) + output projection tied to the token embedding + a bias.
 
     BERT's MLM head and SpanBERT's MLM head use the transform (`transform=True`);
     GPT-1 projects the hidden state directly. Only the rows that are scored are
     passed in, so no logits are computed for positions without a target.
+
+    The output bias is BERT's; GPT-1 has none, we give it one too (`init_bias_to_log_prior`):
+    without it the only way to predict the unigram distribution - the first thing a
+    language model learns - is a hidden state pointing the same way at every position.
+    A post-LN decoder trained that way collapsed (all positions' hidden states alike,
+    held-out loss stuck at the unigram entropy; see gpt/README.md). Starting the
+    bias at the log unigram distribution leaves the hidden states free to carry context.
     """
 
     def __init__(self, cfg: ModelConfig, token_embedding: nn.Embedding, transform: bool):
@@ -224,8 +232,17 @@ class LMHead(nn.Module):
             if transform else nn.Identity()
         )
         self.token_embedding = token_embedding  # tied: shares the parameter, not a copy
-        self.bias = nn.Parameter(torch.zeros(cfg.n_vocab)) if transform else None
+        self.bias = nn.Parameter(torch.zeros(cfg.n_vocab))
         self.transform.apply(init_weights)
+
+    @torch.no_grad()
+    def init_bias_to_log_prior(self, token_counts: np.ndarray) -> None:
+        """Set the bias to the log unigram distribution of `token_counts` (n_vocab,), add-one smoothed,
+        so that the untrained head already predicts the token frequencies."""
+        counts = torch.as_tensor(np.asarray(token_counts, dtype=np.float64) + 1.0)
+        if counts.shape != self.bias.shape:
+            raise ValueError(f"token_counts has shape {tuple(counts.shape)}, the vocab {tuple(self.bias.shape)}")
+        self.bias.copy_((counts / counts.sum()).log().to(self.bias.dtype))
 
     def forward(self, hidden: Tensor) -> Tensor:
         """(..., D) -> (..., n_vocab) logits."""

@@ -53,6 +53,8 @@ class PretrainSpec:
     build_model: Callable[[ModelConfig], nn.Module]  # a `.trunk`; forward(**batch) -> (loss, metrics)
     open_dataset: Callable[[TokenStore, ModelConfig], Dataset]
     format_metrics: Callable[[dict[str, float]], str]
+    # optional: initialize from the training data (not the held-out slice) before step 1; skipped on --resume
+    init_from_data: Callable[[nn.Module, "Subset"], None] | None = None
     default_lr: float = 1e-4
     default_batch: int = 64
     default_epoch: int = 20
@@ -127,6 +129,8 @@ def pretrain(spec: PretrainSpec, args: argparse.Namespace) -> list[dict]:
     heldout_set = Subset(dataset, heldout_indices)
 
     model = spec.build_model(cfg)
+    if spec.init_from_data is not None and not args.resume:
+        spec.init_from_data(model, train_set)
     meta = {"kind": f"{spec.name}-pretrain", "config": cfg.to_dict(),
             "vocab": {"fingerprint": vocab.fingerprint, "size": len(vocab)}, "args": vars(args)}
     trainer = Trainer(model, train_set,

@@ -20,7 +20,7 @@ model=${1:?usage: run_budget.sh gpt|bert|spanbert}
 cd "$(dirname "$0")/../$model"
 
 case $model in  # per-model defaults: GPT reads long windows, BERT/SpanBERT pretrain at 128 tokens (as BERT's first phase)
-  gpt) steps=600 batch=16 n_seq=256 lr=1e-3 warmup=40 ;;
+  gpt) steps=800 batch=16 n_seq=256 lr=1e-3 warmup=40 ;;
   bert|spanbert) steps=300 batch=32 n_seq=128 lr=5e-4 warmup=30 ;;
   *) echo "unknown model: $model (gpt, bert or spanbert)" >&2; exit 2 ;;
 esac

@@ -132,3 +132,17 @@ class TokenStore:
         if self.meta.get("vocab_fingerprint") != fingerprint:
             raise UserError(f"{self.path} was built with another vocab than {vocab_path}; "
                             f"rebuild it with python data.py --force (or pass the matching --vocab)")
+
+
+def token_counts(tokens: np.ndarray, n_vocab: int, chunk: int = 1 << 24) -> np.ndarray:
+    """How often each id occurs in a (memory-mapped) token array: (n_vocab,) int64.
+
+    Counted `chunk` tokens at a time, so memory stays flat however long the array is.
+    """
+    counts = np.zeros(n_vocab, dtype=np.int64)
+    for start in range(0, len(tokens), chunk):
+        part = np.asarray(tokens[start : start + chunk])
+        if part.size and int(part.max()) >= n_vocab:
+            raise ValueError(f"token id {int(part.max())} is outside the vocab of {n_vocab}")
+        counts += np.bincount(part, minlength=n_vocab)
+    return counts

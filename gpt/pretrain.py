@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from common.config import ModelConfig
-from common.pretrain import PretrainSpec, pretrain_main
-from common.token_store import TokenStore
+from common.pretrain import PretrainSpec, Subset, pretrain_main
+from common.token_store import TokenStore, token_counts
 from common.trainer import perplexity
 from gpt.data import DEFAULT_OUTPUT
 from gpt.model import GPTLMHeadModel
@@ -29,6 +29,14 @@ class WindowDataset:
         return {"input_ids": windows[:, :-1], "labels": windows[:, 1:]}
 
 
+def init_lm_bias(model: GPTLMHeadModel, train_set: Subset) -> None:
+    """Start the LM head's bias at the log unigram distribution of the training windows' tokens
+    (the held-out tail is not counted): see `common.layers.LMHead` for why."""
+    windows: WindowDataset = train_set.dataset
+    end = (int(train_set.indices.max()) + 1) * windows.n_seq
+    model.lm_head.init_bias_to_log_prior(token_counts(windows.tokens[:end], model.cfg.n_vocab))
+
+
 def format_metrics(m: dict[str, float]) -> str:
     return f"loss {m['loss']:.3f} ppl {perplexity(m['loss']):.1f} acc {m['acc']:.3f}"
 
@@ -36,6 +44,7 @@ def format_metrics(m: dict[str, float]) -> str:
 SPEC = PretrainSpec(
     name="gpt", folder=Path(__file__).resolve().parent, default_input=DEFAULT_OUTPUT,
     build_model=GPTLMHeadModel, open_dataset=WindowDataset, format_metrics=format_metrics,
+    init_from_data=init_lm_bias,
     default_lr=2.5e-4, default_batch=64, default_epoch=20,
 )
 

@@ -24,7 +24,7 @@ from common.cli import UserError  # noqa: E402
 from common.config import ModelConfig  # noqa: E402
 from common.corpus import read_nsmc_tsv  # noqa: E402
 from common.encoder import BertModel, wrap_cls_sep  # noqa: E402
-from common.export import export_checkpoint, import_bert, require_transformers  # noqa: E402
+from common.export import LM_BIAS_FILE, export_checkpoint, import_bert, require_transformers  # noqa: E402
 from common.layers import masked_mean  # noqa: E402
 from common.paths import REPO_ROOT, SAMPLE_DIR  # noqa: E402
 from common.vocab import EOS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES, load_vocab, normalize_text  # noqa: E402
@@ -125,11 +125,14 @@ def test_gpt_lm_parity(vocab, reviews, tmp_path, weights):
             return model(x[:, :-1], x[:, 1:].masked_fill(m[:, 1:] == 0, PAD_ID))[0]
         train_briefly(model, loss)
     model.eval()
-    hf = transformers.OpenAIGPTLMHeadModel.from_pretrained(export(model, "gpt-pretrain", vocab, tmp_path)).eval()
+    out_dir = export(model, "gpt-pretrain", vocab, tmp_path)
+    hf = transformers.OpenAIGPTLMHeadModel.from_pretrained(out_dir).eval()
+    bias = torch.load(out_dir / LM_BIAS_FILE, weights_only=True)["lm_head.bias"]  # OpenAIGPT's lm_head has none
+    assert bias.abs().max() > 0  # a real bias: the test fails if it were dropped
     with torch.no_grad():
         for x, m in data[:3]:
             real = m.bool()  # causal + right padding: real positions never see the pads
-            assert_close(model.logits(x)[real], hf(input_ids=x, attention_mask=m).logits[real])
+            assert_close(model.logits(x)[real], hf(input_ids=x, attention_mask=m).logits[real] + bias)
 
 
 @pytest.mark.parametrize("weights", WEIGHTS)

@@ -1,16 +1,20 @@
 """GPT: generation with the KV cache, sampling filters, the classifier and its losses."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from common.config import ModelConfig
 from common.layers import LMHead
+from common.pretrain import Subset, heldout_split
+from common.token_store import StoreWriter, TokenStore, token_counts
 from common.vocab import BOS_ID, EOS_ID, PAD_ID
 from gpt.finetune_spec import wrap
 from gpt.generate import filter_logits, generate
 from gpt.model import GPTForSequenceClassification, GPTLMHeadModel, lm_loss
+from gpt.pretrain import WindowDataset, init_lm_bias
 
 CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=64, n_seq=48, dropout=0.0, n_vocab=60)
 
@@ -122,3 +126,30 @@ def test_lm_loss_matches_plain_cross_entropy_on_real_targets() -> None:
     keep = targets != PAD_ID
     torch.testing.assert_close(loss, F.cross_entropy(head(hidden[keep]), targets[keep]))
     assert metrics["loss"][1] == 8
+
+
+def test_token_counts_is_bincount_in_chunks() -> None:
+    tokens = np.random.default_rng(0).integers(0, 50, 1000).astype(np.uint16)
+    np.testing.assert_array_equal(token_counts(tokens, 60, chunk=7), np.bincount(tokens, minlength=60))
+    with pytest.raises(ValueError, match="outside the vocab"):
+        token_counts(tokens, 40)
+
+
+def test_lm_bias_starts_at_the_log_unigram_of_the_training_windows(tmp_path) -> None:
+    """Train windows hold ids 5 and 6, the held-out window only id 9: the bias counts the former only."""
+    cfg = ModelConfig(n_layer=1, d_hidn=8, n_head=2, d_ff=16, n_seq=4, dropout=0.0, n_vocab=12)
+    tokens = np.array([5, 5, 6, 5, 6, 5, 5, 5, 9, 9, 9, 9, 9], dtype=np.uint16)  # 3 windows of 4 (+1 target)
+    with StoreWriter(tmp_path / "store", {"n_seq": 4, "vocab_fingerprint": "x"}) as w:
+        w.append("tokens", tokens)
+    windows = WindowDataset(TokenStore(tmp_path / "store"), cfg)
+    train, heldout = heldout_split(len(windows), 0.34)
+    assert list(heldout) == [2]
+    model = GPTLMHeadModel(cfg)
+    init_lm_bias(model, Subset(windows, train))
+    counts = np.ones(12)
+    counts[5] += 6
+    counts[6] += 2  # add-one smoothing: 8 training tokens + 12
+    expected = torch.tensor(counts / counts.sum(), dtype=torch.float32)
+    torch.testing.assert_close(model.lm_head.bias.exp(), expected)
+    # the untrained head at a zero hidden state predicts exactly the smoothed frequencies
+    torch.testing.assert_close(model.lm_head(torch.zeros(1, 8)).softmax(-1)[0], expected)
