@@ -54,7 +54,7 @@ class PretrainSpec:
     open_dataset: Callable[[TokenStore, ModelConfig], Dataset]
     format_metrics: Callable[[dict[str, float]], str]
     # optional: initialize from the training data (not the held-out slice) before step 1; skipped on --resume
-    init_from_data: Callable[[nn.Module, "Subset"], None] | None = None
+    init_from_data: Callable[[nn.Module, Subset], None] | None = None
     default_lr: float = 1e-4
     default_batch: int = 64
     default_epoch: int = 20

@@ -10,8 +10,9 @@
 # The budget is set by the variables below. Each model's defaults are the
 # budget its README table was made with, at one torch thread so that two
 # models can run side by side on this 2-core CPU (OMP_NUM_THREADS=1): GPT took
-# 84 min (+12 for the two lr 3e-4 rows), BERT 41 and SpanBERT 60, after data.py (13 and 7 min for BERT's and
-# SpanBERT's with one worker). Override them to shorten or stretch a run, e.g.
+# 84 min (+12 for the two lr 3e-4 rows), BERT 41 and SpanBERT 60, after data.py
+# (13 and 7 min for BERT's and SpanBERT's with one worker). Override them to
+# shorten or stretch a run, e.g.
 #   PRETRAIN_STEPS=300 TRAIN_LIMIT=40000 TRAIN_EPOCHS=2 bash run_budget.sh
 # The Note column of the table records the budget used. An existing
 # save_pretrain.pth is resumed with the same settings (delete it to start over).
@@ -47,11 +48,12 @@ python pretrain.py --config config_half.json --batch "$PRETRAIN_BATCH" --max_ste
 
 limit=$([ "$TRAIN_LIMIT" = 0 ] && echo all || echo "$TRAIN_LIMIT")
 note="pretrain ${PRETRAIN_STEPS} steps x ${PRETRAIN_BATCH}x${N_SEQ} tok, lr ${PRETRAIN_LR}; fine-tune ${TRAIN_EPOCHS} ep on ${limit} reviews"
+train_lr=1e-4                              # fine-tuning peak learning rate (the GPT lr 3e-4 rows raise it)
 finetune() {  # finetune ITEM ARGS...: one NSMC run, its row in results.csv
   local item=$1; shift
   rm -f save_best.state.pth   # each run starts fresh (not a resume of the previous one)
   python train.py --item "$item" --config config_half.json --epoch "$TRAIN_EPOCHS" --batch "$TRAIN_BATCH" \
-    --lr 1e-4 --warmup 0.1 --train_limit "$TRAIN_LIMIT" --note "$note" "$@" "${gpu_args[@]}"
+    --lr "$train_lr" --warmup 0.1 --train_limit "$TRAIN_LIMIT" --note "$note" "$@" "${gpu_args[@]}"
 }
 case $model in
   gpt)
@@ -59,9 +61,9 @@ case $model in
     finetune gpt-pre-lm0 --pretrain save_pretrain.pth --lm 0
     finetune gpt-pre-lm0.5 --pretrain save_pretrain.pth --lm 0.5
     # the same pair at a 3x fine-tuning learning rate: one epoch at 1e-4 leaves both undertrained
-    note="$note, lr 3e-4"
-    finetune gpt-scratch-lm0-lr3e-4 --pretrain none --lm 0 --lr 3e-4
-    finetune gpt-pre-lm0-lr3e-4 --pretrain save_pretrain.pth --lm 0 --lr 3e-4 ;;
+    train_lr=3e-4 note="$note, lr 3e-4"
+    finetune gpt-scratch-lm0-lr3e-4 --pretrain none --lm 0
+    finetune gpt-pre-lm0-lr3e-4 --pretrain save_pretrain.pth --lm 0 ;;
   bert)
     finetune bert-scratch --pretrain none
     finetune bert-pre --pretrain save_pretrain.pth ;;
