@@ -1,7 +1,8 @@
 """The non-neural baseline every results table carries: TF-IDF over character
 1-4-grams (within word boundaries) + logistic regression, trained on the same
 train split (the dev split carved out exactly as train.py does) and scored on
-the same test file. It shows whether pretraining earns its keep.
+the same test file. It shows whether pretraining earns its keep. `--train_limit N
+--seed S` draws the same N labelled reviews as train.py with those options.
 
     python -m common.baseline            # appends the row to gpt/, bert/, spanbert/ results.csv
 
@@ -13,15 +14,14 @@ import time
 
 import numpy as np
 
-from common.cli import UserError, make_parser, run_main
-from common.corpus import read_nsmc_json
-from common.finetune import split_dev
+from common.cli import UserError, make_parser, non_negative_int, positive_int, run_main
+from common.corpus import NSMC_DEV_SIZE, labelled_subset, nsmc_split, read_nsmc_json
 from common.paths import NSMC_TEST_JSON, NSMC_TRAIN_JSON, REPO_ROOT, rel
 from common.results import append_result, update_report
 from common.vocab import normalize_text
 
 
-def run_baseline(train_path: str, test_path: str, dev_ratio: float = 0.05, train_limit: int = 0,
+def run_baseline(train_path: str, test_path: str, dev_size: int | None = None, train_limit: int = 0, seed: int = 42,
                  c: float = 4.0, max_features: int = 500_000) -> dict:
     try:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -29,10 +29,9 @@ def run_baseline(train_path: str, test_path: str, dev_ratio: float = 0.05, train
     except ImportError:
         raise UserError("scikit-learn is not installed (pip install -r requirements-extra.txt)")
     rows = read_nsmc_json(train_path)
-    if train_limit:
-        rows = rows[:train_limit]
     test = read_nsmc_json(test_path)
-    train_idx, dev_idx = split_dev(len(rows), dev_ratio)
+    pool, dev_idx = nsmc_split(len(rows), dev_size)
+    train_idx = labelled_subset(pool, train_limit, seed)
     text = lambda rs: [normalize_text(r["document"]) for r in rs]  # noqa: E731 - the same normalization as the models
     labels = lambda rs: np.array([r["label"] for r in rs])  # noqa: E731
     train, dev = [rows[i] for i in train_idx], [rows[i] for i in dev_idx]
@@ -50,7 +49,7 @@ def run_baseline(train_path: str, test_path: str, dev_ratio: float = 0.05, train
     test_loss = float(-np.log(np.clip(probs[np.arange(len(y_test)), y_test], 1e-12, None)).mean())
     minutes = (time.perf_counter() - start) / 60
     return {"item": "tfidf-char1-4+logreg", "pretrain": "none", "variant": f"C={c:g}", "epochs": "-",
-            "best_epoch": "-", "train_reviews": len(train), "dev_acc": round(dev_acc, 4),
+            "best_epoch": "-", "train_reviews": len(train), "seed": seed if train_limit else "-", "dev_acc": round(dev_acc, 4),
             "test_loss": round(test_loss, 4), "test_acc": round(test_acc, 4), "minutes": round(minutes, 1),
             "device": "cpu", "note": "non-neural baseline (python -m common.baseline)"}
 
@@ -59,15 +58,19 @@ def main() -> None:
     parser = make_parser("TF-IDF (char 1-4-grams) + logistic regression baseline on NSMC; adds its row to results tables.")
     parser.add_argument("--train", default=rel(NSMC_TRAIN_JSON), help="NSMC train file (from data/nsmc.py)")
     parser.add_argument("--test", default=rel(NSMC_TEST_JSON), help="NSMC test file (from data/nsmc.py)")
-    parser.add_argument("--dev_ratio", type=float, default=0.05, help="dev share carved from train (as train.py)")
-    parser.add_argument("--train_limit", type=int, default=0, help="use only the first N train reviews (0: all)")
+    parser.add_argument("--dev_size", type=positive_int, default=None,
+                        help=f"dev reviews carved from train, as train.py (default: {NSMC_DEV_SIZE:,}, or 5%% of a smaller file)")
+    parser.add_argument("--train_limit", type=non_negative_int, default=0,
+                        help="labelled reviews: a random N of the non-dev reviews drawn with --seed, as train.py (0: all)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the --train_limit draw")
+    parser.add_argument("--item", default="tfidf-char1-4+logreg", help="name of the row in the results table")
     parser.add_argument("--C", type=float, default=4.0, help="inverse regularization strength")
     parser.add_argument("--models", nargs="*", default=["gpt", "bert", "spanbert"],
                         help="model folders whose results.csv gets the row (none: print only)")
     args = parser.parse_args()
 
     def run() -> None:
-        row = run_baseline(args.train, args.test, args.dev_ratio, args.train_limit, args.C)
+        row = {**run_baseline(args.train, args.test, args.dev_size, args.train_limit, args.seed, args.C), "item": args.item}
         print(f"TF-IDF + logistic regression: dev acc {row['dev_acc']:.4f}, test acc {row['test_acc']:.4f} "
               f"({row['train_reviews']:,} train reviews, {row['minutes']} min)")
         for model in args.models:

@@ -31,6 +31,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from common.cli import UserError
 from common.paths import DATA_DIR, SAMPLE_DIR, rel
 
@@ -261,6 +263,38 @@ def read_nsmc_tsv(path: str | os.PathLike) -> tuple[list[dict], collections.Coun
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text ({e.reason}); {NSMC_TSV_FIX}") from None
     return rows, skipped
+
+
+NSMC_DEV_SIZE = 5000  # dev reviews of the full train file: the same for every run, model and label count
+
+
+def nsmc_split(n: int, dev_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train pool, dev) indices of an NSMC train file of n reviews, both sorted.
+
+    The dev set is a fixed random `dev_size` reviews (default: NSMC_DEV_SIZE, or
+    5% of a smaller file), drawn with seed 0 from the whole file: one dev set for
+    every run whatever its number of labelled reviews, so that epochs are picked
+    on a dev set of the same size for every arm. Labelled subsets
+    (`labelled_subset`) and the review text added to pretraining
+    (`common.prep.pretraining_reviews`) come from the pool only.
+    """
+    if dev_size is None:
+        dev_size = min(NSMC_DEV_SIZE, int(round(n * 0.05)))
+    if not 0 < dev_size < n / 2:
+        raise UserError(f"--dev_size {dev_size} does not fit a train file of {n} reviews "
+                        f"(choose 1 to {max(1, (n - 1) // 2)})")
+    order = np.random.default_rng(0).permutation(n)
+    return np.sort(order[dev_size:]), np.sort(order[:dev_size])
+
+
+def labelled_subset(pool: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """`size` reviews of the pool, drawn with `seed` (sorted); the whole pool when size is 0 or larger.
+
+    A seed picks both the subset and (in train.py) the initialization: the spread
+    over seeds at a small label count includes which reviews were labelled."""
+    if not size or size >= len(pool):
+        return pool
+    return np.sort(np.random.default_rng([seed, size]).choice(pool, size, replace=False))
 
 
 def read_nsmc_json(path: str | os.PathLike) -> list[dict]:

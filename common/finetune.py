@@ -23,14 +23,15 @@ import torch
 from torch import Tensor, nn
 
 from common.checkpoint import check_compatible, load_checkpoint, prev_path, save_checkpoint
-from common.cli import UserError, make_parser, positive_int, require_file, require_output_dir, run_main
+from common.cli import (UserError, make_parser, non_negative_int, positive_int, require_file, require_output_dir,
+                        run_main)
 from common.config import ModelConfig, load_config
-from common.corpus import read_nsmc_json
+from common.corpus import NSMC_DEV_SIZE, labelled_subset, nsmc_split, read_nsmc_json
 from common.device import Runtime, seed_everything, setup_runtime
 from common.paths import DEFAULT_VOCAB, NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel
 from common.pretrain import add_common_training_args, settings_from_args
 from common.results import append_result, update_report, write_csv
-from common.trainer import Trainer, evaluate, trunk_state
+from common.trainer import Trainer, evaluate, module_state
 from common.vocab import PAD_ID, Vocab, load_vocab
 
 
@@ -47,9 +48,14 @@ class FinetuneSpec:
     # options -> the run's variant as shown in the results table, e.g. "lm=0.5"
     variant: Callable[[dict[str, Any]], str] = lambda options: ""
     option_names: list[str] = field(default_factory=list)  # options stored with the model
+    # optional: initialize a model trained from scratch from its training reviews (GPT's LM bias)
+    init_from_data: Callable[[nn.Module, "ReviewDataset"], None] | None = None
     default_lr: float = 1e-4
     default_batch: int = 128
     default_epoch: int = 5
+
+
+EVAL_BATCH = 256  # the smallest batch dev and test are scored in
 
 
 class ReviewDataset:
@@ -104,24 +110,21 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def split_dev(n: int, dev_ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, dev indices): a fixed split (seed 0), the same for every run and model."""
-    order = np.random.default_rng(0).permutation(n)
-    n_dev = int(round(n * dev_ratio))
-    return np.sort(order[n_dev:]), np.sort(order[:n_dev])
+def load_pretrained(model: nn.Module, path: Path, cfg: ModelConfig, vocab: Vocab, vocab_path: str) -> str:
+    """Load what a pretraining checkpoint carries into the classifier, strictly; returns a label for the table.
 
-
-def load_pretrained_trunk(model: nn.Module, path: Path, cfg: ModelConfig, vocab: Vocab, vocab_path: str) -> str:
-    """Load the `trunk.*` weights of a pretraining checkpoint, strictly; returns a label for the table."""
+    That is the trunk, and every other module the classifier lists in `pretrained_modules`
+    (GPT's LM head with its output bias, when the auxiliary LM loss uses it)."""
     state = load_checkpoint(path)
     check_compatible(state, path, cfg.to_dict(), vocab.fingerprint, vocab_path)
-    trunk = trunk_state(state)
-    if not trunk:
-        raise UserError(f"{path} holds no pretrained trunk weights (pass a save_pretrain.pth from pretrain.py)")
-    try:
-        model.trunk.load_state_dict(trunk, strict=True)
-    except RuntimeError as e:
-        raise UserError(f"{path} does not fit this model ({str(e).splitlines()[0]}); pass the matching --config") from e
+    for name in getattr(model, "pretrained_modules", ("trunk",)):
+        weights = module_state(state, name)
+        if not weights:
+            raise UserError(f"{path} holds no pretrained {name} weights (pass a save_pretrain.pth from pretrain.py)")
+        try:
+            getattr(model, name).load_state_dict(weights, strict=True)
+        except RuntimeError as e:
+            raise UserError(f"{path} does not fit this model ({str(e).splitlines()[0]}); pass the matching --config") from e
     progress = state.get("progress", {})
     return f"{path.name}@{progress.get('global_step', '?')}steps"
 
@@ -134,8 +137,12 @@ def finetune_main(spec: FinetuneSpec) -> None:
                         help=f"pretrained checkpoint (default: {rel(spec.folder / 'save_pretrain.pth')} if it exists, "
                              f"else training starts from scratch); 'none' forces from scratch")
     add_common_training_args(parser, spec.folder, "save_best.pth", spec.default_batch, spec.default_epoch, spec.default_lr)
-    parser.add_argument("--dev_ratio", type=float, default=0.05, help="share of the train file held out as dev set")
-    parser.add_argument("--train_limit", type=int, default=0, help="use only the first N train reviews (0: all); for short runs")
+    parser.add_argument("--dev_size", type=positive_int, default=None,
+                        help=f"reviews of the train file held out as the dev set that picks the epoch: the same "
+                             f"for every run (default: {NSMC_DEV_SIZE:,}, or 5%% of a smaller file)")
+    parser.add_argument("--train_limit", type=non_negative_int, default=0,
+                        help="labelled reviews to train on: a random N of the train file's non-dev reviews, drawn "
+                             "with --seed (0: all of them)")
     parser.add_argument("--item", default=None, help="name of the run in the results table (default: derived)")
     parser.add_argument("--results", default=rel(spec.folder / "results.csv"), help="results table to append to")
     parser.add_argument("--note", default="", help="free text for the results table (e.g. the budget)")
@@ -146,15 +153,13 @@ def finetune_main(spec: FinetuneSpec) -> None:
 
 def finetune(spec: FinetuneSpec, args: argparse.Namespace) -> dict[str, Any]:
     settings = settings_from_args(args)
-    if not 0 < args.dev_ratio < 0.5:
-        raise UserError(f"--dev_ratio must be in (0, 0.5), got {args.dev_ratio}")
     options = {k: getattr(args, k) for k in spec.option_names}
     vocab = load_vocab(args.vocab)
     cfg = load_config(args.config).with_vocab(len(vocab))
     train_rows = read_nsmc_json(args.train)
     test_rows = read_nsmc_json(args.test)
-    if args.train_limit:
-        train_rows = train_rows[: args.train_limit]
+    pool, dev_idx = nsmc_split(len(train_rows), args.dev_size)
+    train_idx = labelled_subset(pool, args.train_limit, args.seed)
     save = require_output_dir(args.save)
     require_output_dir(args.results)  # checked now, not after hours of training
     state_path = save.with_suffix(".state.pth")  # resumable training state, beside the best model
@@ -163,7 +168,6 @@ def finetune(spec: FinetuneSpec, args: argparse.Namespace) -> dict[str, Any]:
     runtime = setup_runtime(args.gpu)
     seed_everything(args.seed)
 
-    train_idx, dev_idx = split_dev(len(train_rows), args.dev_ratio)
     t0 = time.perf_counter()
     train_set = encode_reviews([train_rows[i] for i in train_idx], vocab, spec.wrap, cfg.n_seq)
     dev_set = encode_reviews([train_rows[i] for i in dev_idx], vocab, spec.wrap, cfg.n_seq)
@@ -179,11 +183,13 @@ def finetune(spec: FinetuneSpec, args: argparse.Namespace) -> dict[str, Any]:
         pretrain_path = default_pretrain
     if pretrain_path is not None:
         require_file(pretrain_path, "pretrained checkpoint", "run pretrain.py first, or pass --pretrain none")
-        pretrained = load_pretrained_trunk(model, pretrain_path, cfg, vocab, args.vocab)
+        pretrained = load_pretrained(model, pretrain_path, cfg, vocab, args.vocab)
         if runtime.is_main:
-            print(f"loaded pretrained trunk from {pretrain_path}")
+            print(f"loaded pretrained {' + '.join(getattr(model, 'pretrained_modules', ('trunk',)))} from {pretrain_path}")
     else:
         pretrained = "none"
+        if spec.init_from_data is not None and not args.resume:
+            spec.init_from_data(model, train_set)
         if runtime.is_main:
             print(f"no pretrained checkpoint ({rel(default_pretrain)} absent or --pretrain none): training from scratch")
 
@@ -197,21 +203,19 @@ def finetune(spec: FinetuneSpec, args: argparse.Namespace) -> dict[str, Any]:
                                                                        min_size=world_min),
                       settings=settings, runtime=runtime, checkpoint_path=state_path,
                       checkpoint_meta={**meta, "args": vars(args)}, desc="train")
-    dev_batches = sorted_batches(dev_set.lengths, args.batch)
-    test_batches = sorted_batches(test_set.lengths, args.batch)
+    eval_batch = max(args.batch, EVAL_BATCH)  # no gradients: larger batches of sorted lengths run faster
+    dev_batches = sorted_batches(dev_set.lengths, eval_batch)
 
     def on_epoch_end(epoch: int, train_metrics: dict[str, float]) -> dict[str, Any]:
-        dev = evaluate(model, dev_set, args.batch, runtime, dev_batches)
-        test = evaluate(model, test_set, args.batch, runtime, test_batches)
+        dev = evaluate(model, dev_set, eval_batch, runtime, dev_batches)
         best = max((r["dev_acc"] for r in trainer.history), default=-1.0)
         if dev["acc"] > best and runtime.is_main:
             save_checkpoint(save, {**meta, "model": model.state_dict(), "epoch": epoch + 1, "dev_acc": dev["acc"]},
                             keep_previous=False)
         if runtime.is_main:
             print(f"epoch {epoch + 1}: train loss {train_metrics['loss']:.4f} acc {train_metrics['acc']:.4f} | "
-                  f"dev loss {dev['loss']:.4f} acc {dev['acc']:.4f} | test loss {test['loss']:.4f} acc {test['acc']:.4f}"
-                  + (" (best dev so far: saved)" if dev["acc"] > best else ""))
-        return {"dev_loss": dev["loss"], "dev_acc": dev["acc"], "test_loss": test["loss"], "test_acc": test["acc"]}
+                  f"dev loss {dev['loss']:.4f} acc {dev['acc']:.4f}" + (" (best dev so far: saved)" if dev["acc"] > best else ""))
+        return {"dev_loss": dev["loss"], "dev_acc": dev["acc"]}
 
     trainer.on_epoch_end = on_epoch_end
     if args.resume:
@@ -220,9 +224,14 @@ def finetune(spec: FinetuneSpec, args: argparse.Namespace) -> dict[str, Any]:
         trainer.resume(state)
     history = trainer.fit()
     best = max(history, key=lambda r: r["dev_acc"])
+    # The test set is scored once, with the epoch dev picked (rank 0 wrote it before fit's last collective).
+    model.load_state_dict(load_checkpoint(save, fallback=False)["model"])
+    test = evaluate(model, test_set, eval_batch, runtime, sorted_batches(test_set.lengths, eval_batch))
+    if runtime.is_main:
+        print(f"test (epoch {best['epoch']}): loss {test['loss']:.4f} acc {test['acc']:.4f}")
     row = {"item": item, "pretrain": pretrained, "variant": variant or "-", "epochs": len(history),
-           "best_epoch": best["epoch"], "train_reviews": len(train_set), "dev_acc": round(best["dev_acc"], 4),
-           "test_loss": round(best["test_loss"], 4), "test_acc": round(best["test_acc"], 4),
+           "best_epoch": best["epoch"], "train_reviews": len(train_set), "seed": args.seed,
+           "dev_acc": round(best["dev_acc"], 4), "test_loss": round(test["loss"], 4), "test_acc": round(test["acc"], 4),
            "minutes": round(sum(r["time_s"] for r in history) / 60, 1),
            "device": runtime.device.type, "note": args.note}
     if runtime.is_main:
@@ -230,7 +239,7 @@ def finetune(spec: FinetuneSpec, args: argparse.Namespace) -> dict[str, Any]:
         runs.mkdir(exist_ok=True)
         write_csv(runs / f"{item}.csv", history)
         append_result(args.results, row)
-        print(f"best epoch {best['epoch']} (dev acc {best['dev_acc']:.4f}): test acc {best['test_acc']:.4f}; "
+        print(f"best epoch {best['epoch']} (dev acc {best['dev_acc']:.4f}): test acc {test['acc']:.4f}; "
               f"model saved to {save}; results in {args.results}")
         print("command: " + " ".join(shlex.quote(a) for a in sys.argv))
         readme = Path(args.results).parent / "README.md"

@@ -20,7 +20,8 @@ from typing import TypeVar
 from tqdm import tqdm
 
 from common.cli import UserError, make_parser, positive_int
-from common.paths import DEFAULT_VOCAB, KOWIKI_JSON, rel
+from common.corpus import nsmc_split, read_nsmc_json
+from common.paths import DEFAULT_VOCAB, KOWIKI_JSON, NSMC_TEST_JSON, rel
 from common.vocab import Vocab
 
 T = TypeVar("T")
@@ -40,28 +41,67 @@ def data_parser(description: str, default_output: Path, n_seq: int) -> argparse.
     return parser
 
 
-def check_output(path: str | os.PathLike, force: bool, n_seq: int | None = None) -> bool:
+def add_review_text_args(parser: argparse.ArgumentParser) -> None:
+    """--input none and --extra: the NSMC train split's review text in the pretraining store."""
+    parser.add_argument("--extra", default=None,
+                        help="also pretrain on the review text of this NSMC train file (data/ratings_train.json; "
+                             "its dev split is left out, a test file is refused); none by default")
+    parser.add_argument("--test", default=rel(NSMC_TEST_JSON),
+                        help="the NSMC test file, read only to refuse an --extra file that shares its reviews")
+
+
+def pretraining_reviews(path: str | os.PathLike, test_path: str | os.PathLike) -> list[str]:
+    """The review texts of an NSMC train file's pool (`common.corpus.nsmc_split`), for pretraining.
+
+    Task-adaptive pretraining may read the labelled reviews' text, never the text
+    fine-tuning selects on (the dev split) or is scored on (the test file): the dev
+    split is left out here by the very function train.py carves it with, and a file
+    sharing a review id with the test file is refused."""
+    rows = read_nsmc_json(path)
+    test = Path(test_path)
+    if test.is_file():
+        if test.resolve() == Path(path).resolve():
+            raise UserError(f"--extra {path} is the test file: pretraining text must come from the train split "
+                            f"(pass data/ratings_train.json)")
+        test_ids = {r["id"] for r in read_nsmc_json(test)}
+        shared = sum(r["id"] in test_ids for r in rows)
+        if shared:
+            raise UserError(f"--extra {path} holds {shared:,} reviews of the test file {test}: pretraining text "
+                            f"must come from the train split (pass data/ratings_train.json)")
+    pool, _ = nsmc_split(len(rows))
+    return [rows[i]["document"] for i in pool]
+
+
+def check_output(path: str | os.PathLike, force: bool, n_seq: int | None = None, **built_with: object) -> bool:
     """True when the output must be (re)built; False when it exists and is kept.
 
-    An existing store built with another --n_seq is not silently kept: that is an error."""
+    An existing store built with another --n_seq (or another of `built_with`, as
+    recorded in its meta.json; a key it does not record counts as None) is not
+    silently kept: that is an error."""
     p = Path(path)
     if not p.parent.is_dir():
         raise UserError(f"output folder does not exist: {p.parent} (create it, or pass another --output)")
     if p.exists() and not force:
-        built = _stored_n_seq(p)
+        meta = _stored_meta(p)
+        built = meta.get("n_seq")
         if n_seq is not None and built is not None and built != n_seq:
             raise UserError(f"{p} was built with --n_seq {built}, not {n_seq}: pass --force to rebuild it, "
                             f"or --n_seq {built} to keep it")
+        for name, value in built_with.items():
+            if meta and meta.get(name) != value:
+                raise UserError(f"{p} was built with --{name} {meta.get(name)}, not {value}: pass --force to "
+                                f"rebuild it, or another --output")
         print(f"{p} exists: kept as it is (pass --force to rebuild)")
         return False
     return True
 
 
-def _stored_n_seq(store: Path) -> int | None:
+def _stored_meta(store: Path) -> dict:
     try:
-        return int(json.loads((store / "meta.json").read_text(encoding="utf-8"))["n_seq"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # not a readable store: pretrain.py names the problem when it opens it
+        meta = json.loads((store / "meta.json").read_text(encoding="utf-8"))
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError):
+        return {}  # not a readable store: pretrain.py names the problem when it opens it
 
 
 def _init_worker(vocab_path: str) -> None:

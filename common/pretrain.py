@@ -7,6 +7,7 @@ resume and reporting are the same for GPT, BERT and SpanBERT.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 from torch import nn
 
 from common.checkpoint import check_compatible, load_checkpoint, prev_path
-from common.cli import UserError, make_parser, non_negative_int, positive_int, require_output_dir, run_main
+from common.cli import UserError, make_parser, non_negative_int, positive_int, probability, require_output_dir, run_main
 from common.config import ModelConfig, load_config
 from common.device import setup_runtime, seed_everything
 from common.io import write_json
@@ -72,10 +73,12 @@ def add_common_training_args(parser: argparse.ArgumentParser, folder: Path, save
     parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW)")
     parser.add_argument("--warmup", type=float, default=0.05, help="warmup: share of steps if < 1, else a step count")
     parser.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
+    parser.add_argument("--beta2", type=float, default=0.999, help="AdamW beta2 (second-moment decay)")
     parser.add_argument("--grad_accum", type=positive_int, default=1, help="micro-batches per optimizer step")
     parser.add_argument("--max_steps", type=non_negative_int, default=0, help="stop after this many steps (0: no cap)")
     parser.add_argument("--gpu", type=int, default=None, help="GPU index (default: cuda:0 if present, else CPU)")
     parser.add_argument("--seed", type=int, default=42, help="random seed")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training step (inductor; CPU or CUDA)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint training left behind")
 
 
@@ -84,9 +87,11 @@ def settings_from_args(args: argparse.Namespace, save_every: int = 0) -> TrainSe
         raise UserError(f"--lr must be > 0, got {args.lr}")
     if args.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
+    if not 0 < args.beta2 < 1:
+        raise UserError(f"--beta2 must be in (0, 1), got {args.beta2}")
     return TrainSettings(epochs=args.epoch, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
                          weight_decay=args.weight_decay, grad_accum=args.grad_accum, seed=args.seed,
-                         save_every=save_every, max_steps=args.max_steps)
+                         save_every=save_every, max_steps=args.max_steps, beta2=args.beta2, compile=args.compile)
 
 
 def pretrain_main(spec: PretrainSpec) -> None:
@@ -96,6 +101,9 @@ def pretrain_main(spec: PretrainSpec) -> None:
                              spec.default_lr)
     parser.add_argument("--save_every", type=non_negative_int, default=1000, help="also checkpoint every N steps (0: epoch ends only)")
     parser.add_argument("--heldout", type=float, default=0.01, help="share of instances held out for evaluation, never trained on")
+    parser.add_argument("--dropout", type=probability, default=None,
+                        help="dropout during pretraining, instead of the config's (0 pays at a tiny budget; "
+                             "fine-tuning keeps the config's own)")
     args = parser.parse_args()
     run_main(lambda: pretrain(spec, args))
 
@@ -106,6 +114,8 @@ def pretrain(spec: PretrainSpec, args: argparse.Namespace) -> list[dict]:
         raise UserError(f"--heldout must be in (0, 0.5), got {args.heldout}")
     vocab = load_vocab(args.vocab)
     cfg = load_config(args.config).with_vocab(len(vocab))
+    if args.dropout is not None:
+        cfg = dataclasses.replace(cfg, dropout=args.dropout)
     store = TokenStore(args.input, hint=f"run python data.py in {spec.name}/")
     store.check_vocab(vocab.fingerprint, args.vocab)
     save = require_output_dir(args.save)
@@ -142,7 +152,9 @@ def pretrain(spec: PretrainSpec, args: argparse.Namespace) -> list[dict]:
         heldout = evaluate(model, heldout_set, args.batch, runtime)
         if runtime.is_main:
             print(f"epoch {epoch + 1}: train {spec.format_metrics(train_metrics)} | held-out {spec.format_metrics(heldout)}")
-        return {f"heldout_{k}": v for k, v in heldout.items()}
+        # what a results table needs beside the loss: the tokens per step and the corpus size
+        return {**{f"heldout_{k}": v for k, v in heldout.items()}, "batch": args.batch,
+                "n_seq": store.meta.get("n_seq", cfg.n_seq), "store_tokens": int(store.meta.get("n_tokens", 0))}
 
     trainer.on_epoch_end = on_epoch_end
     if args.resume:

@@ -4,7 +4,7 @@ its README section and plots, all regenerated from the logged files.
     python -m common.results gpt      # rebuild gpt/README.md's table and gpt/img/*.svg
 
 Layout inside a model folder:
-    runs/<ITEM>.csv   per-epoch log of one run (train loss, dev/test loss and accuracy, time, tokens/s)
+    runs/<ITEM>.csv   per-epoch log of one run (train and dev loss and accuracy, time, tokens/s)
     results.csv       one row per finished run (the README table is made from it)
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from common.io import atomic_open, atomic_path
 from common.paths import REPO_ROOT
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-RESULT_COLUMNS = ["item", "pretrain", "variant", "epochs", "best_epoch", "train_reviews", "dev_acc",
+RESULT_COLUMNS = ["item", "pretrain", "variant", "epochs", "best_epoch", "train_reviews", "seed", "dev_acc",
                   "test_loss", "test_acc", "minutes", "device", "note"]
 
 
@@ -77,7 +77,9 @@ def update_readme(readme: Path, table: str) -> None:
 
 
 def plot_runs(run_logs: list[Path], img_dir: Path) -> list[Path]:
-    """img/loss.svg (train and test loss per epoch) and img/accuracy.svg (dev and test accuracy)."""
+    """img/loss.svg (train and dev loss per epoch) and img/accuracy.svg (train and dev accuracy).
+
+    The test set is scored once per run, on the best-dev epoch: it is in the table, not in these curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,8 +87,8 @@ def plot_runs(run_logs: list[Path], img_dir: Path) -> list[Path]:
 
     img_dir.mkdir(exist_ok=True)
     written = []
-    for name, series, ylabel in (("loss", [("train_loss", "-"), ("test_loss", "--")], "loss"),
-                                 ("accuracy", [("dev_acc", "--"), ("test_acc", "-")], "accuracy")):
+    for name, series, ylabel in (("loss", [("train_loss", "-"), ("dev_loss", "--")], "loss"),
+                                 ("accuracy", [("train_acc", "-"), ("dev_acc", "--")], "accuracy")):
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for i, log in enumerate(sorted(run_logs)):
             rows = read_csv(log)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce a model's README results table on a 2-core CPU:
-#   bash common/run_budget.sh gpt|bert|spanbert      (or bash run_budget.sh inside the model folder)
+#   bash common/run_budget.sh bert|spanbert      (or bash run_budget.sh inside the model folder)
+# GPT's results come from gpt/experiment.py (common/experiment.py): three pretrainings
+# at one token budget, the label curve with seeds and TF-IDF; BERT and SpanBERT move there next.
 # Real corpora come from $CORPUS_DIR (or data/download/); config_half; a fixed
 # pretraining budget; then the model's NSMC fine-tunings (from scratch and
 # pretrained, with its variants) and the TF-IDF baseline row. Every number is
@@ -9,21 +11,21 @@
 #
 # The budget is set by the variables below. Each model's defaults are the
 # budget its README table was made with, at one torch thread so that two
-# models can run side by side on this 2-core CPU (OMP_NUM_THREADS=1): GPT took
-# 84 min (+12 for the two lr 3e-4 rows), BERT 41 and SpanBERT 60, after data.py
+# models can run side by side on this 2-core CPU (OMP_NUM_THREADS=1): BERT took
+# 41 min and SpanBERT 60, after data.py
 # (13 and 7 min for BERT's and SpanBERT's with one worker). Override them to
 # shorten or stretch a run, e.g.
 #   PRETRAIN_STEPS=300 TRAIN_LIMIT=40000 TRAIN_EPOCHS=2 bash run_budget.sh
 # The Note column of the table records the budget used. An existing
 # save_pretrain.pth is resumed with the same settings (delete it to start over).
 set -euo pipefail
-model=${1:?usage: run_budget.sh gpt|bert|spanbert}
+model=${1:?usage: run_budget.sh bert|spanbert}
 cd "$(dirname "$0")/../$model"
 
 case $model in  # per-model defaults: GPT reads long windows, BERT/SpanBERT pretrain at 128 tokens (as BERT's first phase)
-  gpt) steps=800 batch=16 n_seq=256 lr=1e-3 warmup=40 ;;
   bert|spanbert) steps=300 batch=32 n_seq=128 lr=5e-4 warmup=30 ;;
-  *) echo "unknown model: $model (gpt, bert or spanbert)" >&2; exit 2 ;;
+  gpt) echo "GPT's results come from its experiment: cd gpt && python experiment.py" >&2; exit 2 ;;
+  *) echo "unknown model: $model (bert or spanbert)" >&2; exit 2 ;;
 esac
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-$steps}   # optimizer steps of PRETRAIN_BATCH x N_SEQ tokens
 PRETRAIN_BATCH=${PRETRAIN_BATCH:-$batch}
@@ -48,7 +50,7 @@ python pretrain.py --config config_half.json --batch "$PRETRAIN_BATCH" --max_ste
 
 limit=$([ "$TRAIN_LIMIT" = 0 ] && echo all || echo "$TRAIN_LIMIT")
 note="pretrain ${PRETRAIN_STEPS} steps x ${PRETRAIN_BATCH}x${N_SEQ} tok, lr ${PRETRAIN_LR}; fine-tune ${TRAIN_EPOCHS} ep on ${limit} reviews"
-train_lr=1e-4                              # fine-tuning peak learning rate (the GPT lr 3e-4 rows raise it)
+train_lr=1e-4                              # fine-tuning peak learning rate
 finetune() {  # finetune ITEM ARGS...: one NSMC run, its row in results.csv
   local item=$1; shift
   rm -f save_best.state.pth   # each run starts fresh (not a resume of the previous one)
@@ -56,14 +58,6 @@ finetune() {  # finetune ITEM ARGS...: one NSMC run, its row in results.csv
     --lr "$train_lr" --warmup 0.1 --train_limit "$TRAIN_LIMIT" --note "$note" "$@" "${gpu_args[@]}"
 }
 case $model in
-  gpt)
-    finetune gpt-scratch-lm0 --pretrain none --lm 0
-    finetune gpt-pre-lm0 --pretrain save_pretrain.pth --lm 0
-    finetune gpt-pre-lm0.5 --pretrain save_pretrain.pth --lm 0.5
-    # the same pair at a 3x fine-tuning learning rate: one epoch at 1e-4 leaves both undertrained
-    train_lr=3e-4 note="$note, lr 3e-4"
-    finetune gpt-scratch-lm0-lr3e-4 --pretrain none --lm 0
-    finetune gpt-pre-lm0-lr3e-4 --pretrain save_pretrain.pth --lm 0 ;;
   bert)
     finetune bert-scratch --pretrain none
     finetune bert-pre --pretrain save_pretrain.pth ;;

@@ -101,6 +101,8 @@ class TrainSettings:
     seed: int = 42
     save_every: int = 0  # steps between checkpoints; 0 = at epoch ends only
     max_steps: int = 0  # stop after this many optimizer steps; 0 = no cap
+    beta2: float = 0.999  # AdamW's second-moment decay (0.98-0.99 adapt faster in short runs)
+    compile: bool = False  # torch.compile the training forward/backward (CPU inductor or CUDA)
 
     def warmup_steps(self, total: int) -> int:
         return int(self.warmup * total) if self.warmup < 1 else int(self.warmup)
@@ -120,7 +122,8 @@ def random_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bo
     return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool,
+                   beta2: float = 0.999) -> torch.optim.AdamW:
     """AdamW; no weight decay on biases, LayerNorm weights and embeddings' position/segment tables."""
     decay, no_decay, seen = [], [], set()
     for name, p in model.named_parameters():
@@ -129,7 +132,7 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool
         seen.add(id(p))
         (decay if p.dim() >= 2 and "norm" not in name else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), eps=1e-8, fused=fused or None)
 
 
 def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
@@ -242,7 +245,7 @@ class Progress:
 # Settings a resumed run must share with the checkpoint (they shape the trajectory), by option name.
 RESUME_OPTIONS = {"epochs": "--epoch", "batch_size": "--batch", "lr": "--lr", "warmup": "--warmup",
                   "weight_decay": "--weight_decay", "grad_accum": "--grad_accum", "max_grad_norm": "max_grad_norm",
-                  "seed": "--seed", "max_steps": "--max_steps"}
+                  "seed": "--seed", "max_steps": "--max_steps", "beta2": "--beta2"}
 
 
 @dataclass
@@ -276,7 +279,9 @@ class Trainer:
             )
             if rt.rank > 0:  # independent dropout on each rank; rank 0 keeps the single-process stream
                 torch.manual_seed(rank_seed(s.seed, rt.rank))
-        self.optimizer = make_optimizer(self.model, s.lr, s.weight_decay, fused=rt.device.type == "cuda")
+        if s.compile:  # the training step only; evaluation runs the plain module (no recompiles for eval mode)
+            self.train_module = torch.compile(self.train_module)
+        self.optimizer = make_optimizer(self.model, s.lr, s.weight_decay, fused=rt.device.type == "cuda", beta2=s.beta2)
         self.progress = Progress()
         self.steps_per_epoch = len(self.batch_plan(0))
         if self.steps_per_epoch == 0:
@@ -455,9 +460,10 @@ class Trainer:
         print(f"warning: {message} (harmless here, but training under torchrun would fail)", file=sys.stderr)
 
 
-def trunk_state(state: dict[str, Any]) -> dict[str, Tensor]:
-    """The `trunk.*` weights of a saved model, with the prefix removed."""
-    return {k[len("trunk."):]: v for k, v in state["model"].items() if k.startswith("trunk.")}
+def module_state(state: dict[str, Any], name: str) -> dict[str, Tensor]:
+    """The `<name>.*` weights of a saved model, with the prefix removed."""
+    prefix = f"{name}."
+    return {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
 
 
 def perplexity(loss: float) -> float:

@@ -3,29 +3,55 @@
 Each article becomes [BOS] tokens [EOS]; the articles are concatenated and the
 loader cuts windows of n_seq + 1 tokens (inputs and their next-token targets),
 as nanoGPT does. Reading back is a np.memmap: memory does not grow with the corpus.
+
+`--extra ../data/ratings_train.json` puts the NSMC train split's reviews in front
+of the articles, each as [BOS] review [EOS] (the form fine-tuning reads): task-
+adaptive pretraining. In front, so that the held-out tail stays Wikipedia text
+and the held-out loss of kowiki and kowiki + reviews runs can be compared;
+`--input none` keeps the reviews alone (held-out: the last reviews).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from common.cli import UserError, run_main
 from common.paths import DATA_DIR
-from common.prep import check_output, data_parser, tokenized_articles
+from common.prep import add_review_text_args, check_output, data_parser, pretraining_reviews, tokenized_articles
 from common.token_store import StoreWriter
 from common.vocab import BOS_ID, EOS_ID, load_vocab
 
 DEFAULT_OUTPUT = DATA_DIR / "kowiki_gpt"
 
 
-def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: int) -> dict:
+def sources(input_path: str, extra: str | None) -> dict[str, str | None]:
+    """What a store is built from, by file name, as its meta.json records it."""
+    return {"input": "none" if input_path == "none" else Path(input_path).name,
+            "extra": Path(extra).name if extra else None}
+
+
+def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: int,
+          extra: str | None = None, test_path: str = "") -> dict:
     vocab = load_vocab(vocab_path)
     if len(vocab) > np.iinfo(np.uint16).max:
         raise UserError(f"{vocab_path} has {len(vocab)} pieces: more than uint16 holds (use a vocab under 65,536)")
+    if input_path == "none" and not extra:
+        raise UserError("--input none leaves nothing to tokenize (pass --extra ../data/ratings_train.json, or a kowiki.json)")
+    reviews = pretraining_reviews(extra, test_path) if extra else []
     n_articles = n_tokens = 0
     with StoreWriter(output, {"format": "gpt", "n_seq": n_seq, "vocab_fingerprint": vocab.fingerprint,
-                              "vocab_size": len(vocab)}) as store:
+                              "vocab_size": len(vocab), **sources(input_path, extra)}) as store:
         buffer: list[np.ndarray] = []
-        for paragraphs in tokenized_articles(input_path, vocab_path, workers):
+        n_reviews = 0
+        for ids in vocab.encode_batch(reviews):
+            if ids:
+                buffer.append(np.asarray([BOS_ID, *ids, EOS_ID], dtype=np.uint16))
+                n_reviews += 1
+                n_tokens += len(ids) + 2
+        n_review_tokens = n_tokens
+        articles = tokenized_articles(input_path, vocab_path, workers) if input_path != "none" else []
+        for paragraphs in articles:
             ids = [t for p in paragraphs for t in p]
             if not ids:
                 continue
@@ -39,16 +65,20 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
             store.append("tokens", np.concatenate(buffer))
         if n_tokens <= n_seq:
             raise UserError(f"{input_path} yields {n_tokens} tokens: not one window of --n_seq {n_seq} (use a bigger corpus)")
-        store.meta.update(n_articles=n_articles, n_tokens=n_tokens)
-    print(f"wrote {output}: {n_articles:,} articles, {n_tokens:,} tokens, {(n_tokens - 1) // n_seq:,} windows of {n_seq}")
+        store.meta.update(n_articles=n_articles, n_reviews=n_reviews, n_review_tokens=n_review_tokens,
+                          n_tokens=n_tokens)
+    share = f" ({n_reviews:,} reviews: {n_review_tokens / n_tokens:.1%} of the tokens)" if extra else ""
+    print(f"wrote {output}: {n_articles:,} articles, {n_tokens:,} tokens{share}, "
+          f"{(n_tokens - 1) // n_seq:,} windows of {n_seq}")
     return store.meta
 
 
 def main() -> None:
     parser = data_parser(__doc__.splitlines()[0], DEFAULT_OUTPUT, n_seq=256)
+    add_review_text_args(parser)
     args = parser.parse_args()
-    run_main(lambda: check_output(args.output, args.force, args.n_seq)
-             and build(args.input, args.output, args.n_seq, args.vocab, args.workers))
+    run_main(lambda: check_output(args.output, args.force, args.n_seq, extra=sources(args.input, args.extra)["extra"])
+             and build(args.input, args.output, args.n_seq, args.vocab, args.workers, args.extra, args.test))
 
 
 if __name__ == "__main__":

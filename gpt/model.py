@@ -53,9 +53,15 @@ class GPTForSequenceClassification(nn.Module):
 
     def __init__(self, cfg: ModelConfig, n_labels: int = 2, lm_coef: float = 0.0):
         super().__init__()
+        if lm_coef < 0:
+            raise ValueError(f"lm_coef must be >= 0, got {lm_coef}")
         self.cfg, self.lm_coef = cfg, lm_coef
         self.trunk = Transformer(cfg, causal=True, embedding_layer_norm=False, gelu_approximate="tanh")
-        self.lm_head = LMHead(cfg, self.trunk.embeddings.token, transform=False)
+        # The LM head exists only when its loss is used: at lambda = 0 its bias would be a trainable
+        # parameter without a gradient, which DDP refuses. When it exists, fine-tuning carries over
+        # the pretrained one, bias included (see `pretrained_modules`).
+        self.lm_head = LMHead(cfg, self.trunk.embeddings.token, transform=False) if lm_coef > 0 else None
+        self.pretrained_modules = ("trunk", "lm_head") if lm_coef > 0 else ("trunk",)
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.d_hidn, n_labels)
         nn.init.normal_(self.classifier.weight, std=0.02)
@@ -69,7 +75,7 @@ class GPTForSequenceClassification(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> tuple[Tensor, Metrics]:
         logits, hidden = self.classify(input_ids, attention_mask)
         loss, metrics = classification_loss(logits, labels)
-        if self.lm_coef > 0:  # L3 = L2 + lambda * L1; skipped entirely when lambda = 0
+        if self.lm_head is not None:  # L3 = L2 + lambda * L1; skipped entirely when lambda = 0
             targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, PAD_ID)
             lm, lm_metrics = lm_loss(self.lm_head, hidden[:, :-1], targets)
             loss = loss + self.lm_coef * lm

@@ -12,7 +12,8 @@ store holds the token ids once.
 Span masking (Joshi et al., 2020, section 3.1): span lengths, counted in whole
 words, are drawn from Geo(p = 0.2) truncated to at most 10 words (mean 3.8),
 each span's start is drawn uniformly among the word starts where it fits, and
-spans are added until mask_prob of the segment's tokens are masked. Spans never
+spans are added until mask_prob of the segment's tokens are masked (in expectation:
+see `choose_spans`; data.py reports the share it measures on its segments). Spans never
 overlap or touch, so the tokens just outside each span (its boundary, read by
 the Span Boundary Objective) are never masked; [CLS] and [SEP] can be boundaries.
 The 80/10/10 replacement is drawn once per span.
@@ -35,7 +36,7 @@ from common.cli import UserError, probability, run_main
 from common.masking import replace_tokens, word_spans, word_start_table
 from common.paths import DATA_DIR
 from common.prep import check_output, data_parser, tokenized_articles
-from common.token_store import StoreWriter
+from common.token_store import StoreWriter, TokenStore
 from common.vocab import CLS_ID, SEP_ID, load_vocab
 
 DEFAULT_OUTPUT = DATA_DIR / "kowiki_spanbert"
@@ -82,10 +83,11 @@ def choose_spans(input_ids: np.ndarray, word_starts: np.ndarray, mask_prob: floa
     "word", is never masked whole, nor most of a short segment). A length with no place
     left is redrawn; after `max_failures` such draws masking stops.
 
-    The span that reaches the budget is kept whole, so that span lengths follow the
-    distribution exactly (the authors' code cuts it at the budget, mid-word): the share
-    masked ends a little above mask_prob (about 17% for 0.15 on kowiki segments of up
-    to 512 tokens).
+    A span that would cross the budget, with `remaining` tokens of it left, is kept whole
+    with probability remaining / its length, and otherwise dropped, which ends the
+    masking: the expected number of masked tokens is then the budget, so the expected
+    share masked is mask_prob (keeping that span always gave 18-20% at n_seq 128), and
+    spans stay whole words (the authors' code cuts the crossing span mid-word).
     """
     ids = np.asarray(input_ids)
     w_start, w_end = word_spans(ids, word_starts)
@@ -129,6 +131,8 @@ def choose_spans(input_ids: np.ndarray, word_starts: np.ndarray, mask_prob: floa
                 continue
             w = places[r.randrange(len(places))]
         s, e = starts_of[w], ends_of[w + L - 1]
+        if n_masked + e - s > budget and r.random() * (e - s) >= budget - n_masked:
+            break  # the crossing span is dropped (see above): the expected total is the budget
         masked[s:e] = b"\x01" * (e - s)
         spans.append((s, e, L))
         n_masked += e - s
@@ -201,9 +205,26 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
             raise UserError(f"{input_path} yields no segment (use a bigger corpus)")
         store.meta.update(counts)
     n = counts["n_instances"]
+    share = measured_mask_share(output, word_starts, mask_prob)
     print(f"wrote {output}: {counts['n_articles']:,} articles, {n:,} segments of at most {n_seq} tokens "
-          f"({counts['n_tokens'] / n:.0f} on average)")
+          f"({counts['n_tokens'] / n:.0f} on average); span masking at --mask_prob {mask_prob:g} masks "
+          f"{share:.1%} of the maskable tokens (measured on up to 2,000 segments)")
     return store.meta
+
+
+def measured_mask_share(store_path: str, word_starts: np.ndarray, mask_prob: float, n: int = 2000) -> float:
+    """The share of maskable (word) tokens `choose_spans` masks, over the store's first n segments."""
+    store = TokenStore(store_path)
+    tokens, offsets = store["tokens"], store["offsets"]
+    rng = np.random.default_rng(0)
+    masked = maskable = 0
+    for i in range(min(n, len(offsets) - 1)):
+        ids = np.asarray(tokens[offsets[i] : offsets[i + 1]], dtype=np.int64)
+        starts, ends, _ = choose_spans(ids, word_starts, mask_prob, rng)
+        w_start, w_end = word_spans(ids, word_starts)
+        masked += int((ends - starts).sum())
+        maskable += int((w_end - w_start).sum())
+    return masked / max(maskable, 1)
 
 
 def main() -> None:

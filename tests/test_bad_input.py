@@ -99,6 +99,13 @@ CASES = [
          ("no_document.json:1: expected id and document strings", "data/nsmc.py")),
     Case("output folder missing (train.py --results)", "gpt/train.py", options(TRAIN, results="no_dir/results.csv"),
          ("output folder does not exist: no_dir", "create it")),
+    Case("negative --lm", "gpt/train.py", options(TRAIN, "--lm", "-0.5"),
+         ("argument --lm: must be a number >= 0, got -0.5", "train.py --help")),
+    Case("the test file as pretraining text", "gpt/data.py", options(DATA, "--extra", "test.json", "--test", "test.json"),
+         ("--extra test.json is the test file", "ratings_train.json")),
+    Case("pretraining text sharing reviews with the test file", "gpt/data.py",
+         options(DATA, "--extra", "test_copy.json", "--test", "test.json"),
+         ("test_copy.json holds", "reviews of the test file test.json", "ratings_train.json")),
     Case("NSMC TSV without its header", "data/nsmc.py",
          ("--train", "no_header.txt", "--test", "no_header.txt", "--train_output", "a.json", "--test_output", "b.json"),
          ("no_header.txt:1: missing the NSMC header", "NSMC ratings file")),
@@ -128,6 +135,7 @@ def inputs(tmp_path_factory, sample_corpus: dict[str, Path], sample_vocab: Path,
     write_config(folder / "short.json", n_seq=16)
     for name in ("kowiki", "train", "test"):
         shutil.copy(sample_corpus[name], folder / f"{name}.json")
+    shutil.copy(sample_corpus["test"], folder / "test_copy.json")
     (folder / "empty.json").write_text("")
     first = sample_corpus["kowiki"].read_text(encoding="utf-8").splitlines()[0]
     (folder / "not_json.json").write_text(f"{first}\n{{\"id\": \"2\", \"title\": \"cut short\n", encoding="utf-8")

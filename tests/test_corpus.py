@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from common.cli import UserError
@@ -395,3 +396,18 @@ def test_real_kowiki_first_file():
     assert all(a["title"] and a["id"].isdigit() for a in articles)
     assert all(not p.startswith(("<doc ", "</doc>")) for a in kept for p in a["text"])
     assert kept[0]["text"][0] != kept[0]["title"]
+
+
+def test_nsmc_dev_split_is_fixed_and_labelled_subsets_come_from_the_rest() -> None:
+    from common.corpus import NSMC_DEV_SIZE, labelled_subset, nsmc_split
+
+    pool, dev = nsmc_split(149_995)
+    assert len(dev) == NSMC_DEV_SIZE and len(pool) == 149_995 - NSMC_DEV_SIZE and not set(pool) & set(dev)
+    np.testing.assert_array_equal(nsmc_split(149_995)[1], dev)  # the same dev set for every run
+    assert len(nsmc_split(400)[1]) == 20  # 5% of a small file
+    first, again, other = (labelled_subset(pool, 1000, s) for s in (1, 1, 2))
+    np.testing.assert_array_equal(first, again)  # a seed is a subset: paired across arms
+    assert len(first) == 1000 and set(first) <= set(pool) and set(first) != set(other)
+    assert labelled_subset(pool, 0, 1) is pool and len(labelled_subset(pool, 10**6, 1)) == len(pool)
+    with pytest.raises(UserError):
+        nsmc_split(100, dev_size=60)

@@ -29,6 +29,7 @@ from common.checkpoint import load_checkpoint
 from common.config import ModelConfig
 from common.device import Runtime
 from common.paths import REPO_ROOT
+from common.results import read_csv
 from common.token_store import TokenStore
 from common.trainer import Trainer, TrainSettings, random_batches
 from gpt.model import GPTLMHeadModel
@@ -37,9 +38,9 @@ from gpt.pretrain import WindowDataset
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
-def start_torchrun(env: dict[str, str], *args: str) -> subprocess.Popen:
+def start_torchrun(env: dict[str, str], *args: str, script: str = "pretrain.py") -> subprocess.Popen:
     # A session of its own: should a test time out, its workers go down with torchrun (see finish).
-    return subprocess.Popen([*TORCHRUN, "pretrain.py", *map(str, args)], cwd=REPO_ROOT / "gpt", env=env,
+    return subprocess.Popen([*TORCHRUN, script, *map(str, args)], cwd=REPO_ROOT / "gpt", env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -123,6 +124,26 @@ def test_sigterm_and_resume_under_torchrun_is_exact(tmp_path: Path, gpt_store: P
     reference, after = log(tmp_path / "reference.pth")[-1], log(save)[-1]
     for key in ("train_loss", "train_acc", "heldout_loss"):  # the epoch's metric sums were checkpointed too
         assert after[key] == reference[key], key
+
+
+@pytest.mark.parametrize("lm", ["0", "0.5"])
+def test_gpt_finetuning_under_torchrun(lm: str, tmp_path: Path, gpt_store: Path, sample_corpus, sample_vocab: Path,
+                                       write_config, run_torchrun, script_env) -> None:
+    """Two gloo ranks fine-tune GPT from a pretraining checkpoint: at --lm 0 no parameter goes unused (the LM
+    head is not built; its bias used to break DDP's first step), at --lm 0.5 the pretrained LM head trains too."""
+    config = write_config(tmp_path / "tiny.json", dropout=0.0)
+    run_torchrun("--input", gpt_store, "--vocab", sample_vocab, "--config", config, "--batch", "8", "--epoch", "1",
+                 "--max_steps", "2", "--save", tmp_path / "pre.pth")
+    done = finish(start_torchrun(script_env, "--pretrain", tmp_path / "pre.pth", "--lm", lm, "--vocab", sample_vocab,
+                                 "--config", config, "--train", sample_corpus["train"], "--test", sample_corpus["test"],
+                                 "--epoch", "1", "--batch", "16", "--save", tmp_path / "best.pth",
+                                 "--results", tmp_path / "results.csv", script="train.py"))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "got no gradient" not in done.stderr
+    rows = read_csv(tmp_path / "results.csv")
+    assert len(rows) == 1 and rows[0]["variant"] == f"lm={lm}" and rows[0]["pretrain"] == "pre.pth@2steps"
+    weights = load_checkpoint(tmp_path / "best.pth", fallback=False)["model"]
+    assert ("lm_head.bias" in weights) == (lm == "0.5")
 
 
 def test_unused_parameter_is_named(tmp_path: Path, gpt_store: Path, capsys) -> None:

@@ -304,7 +304,7 @@ def test_tokenizer_on_real_nsmc(corpus_dir, vocab, tmp_path):
 @pytest.mark.parametrize("n_segment", [2, 0])
 def test_bert_export_import_round_trip(vocab, tmp_path, n_segment):
     """ours -> HF folder -> our checkpoint: identical trunk weights, and train.py's loader takes it."""
-    from common.finetune import load_pretrained_trunk
+    from common.finetune import load_pretrained
 
     cfg = ModelConfig(**{**BERT_CFG.to_dict(), "n_segment": n_segment}).with_vocab(len(vocab))
     model = BertForPreTraining(cfg)
@@ -316,7 +316,7 @@ def test_bert_export_import_round_trip(vocab, tmp_path, n_segment):
     assert all(torch.equal(state["model"][k], v) for k, v in ours.items())
     save_checkpoint(tmp_path / "imported.pth", state)
     classifier = BertForSequenceClassification(cfg)
-    load_pretrained_trunk(classifier, tmp_path / "imported.pth", cfg, vocab, str(vocab.path))
+    load_pretrained(classifier, tmp_path / "imported.pth", cfg, vocab, str(vocab.path))
     assert torch.equal(classifier.trunk.pooler[0].weight, model.trunk.pooler[0].weight)
 
 

@@ -153,3 +153,74 @@ def test_lm_bias_starts_at_the_log_unigram_of_the_training_windows(tmp_path) -> 
     torch.testing.assert_close(model.lm_head.bias.exp(), expected)
     # the untrained head at a zero hidden state predicts exactly the smoothed frequencies
     torch.testing.assert_close(model.lm_head(torch.zeros(1, 8)).softmax(-1)[0], expected)
+
+
+def test_finetuning_carries_the_pretrained_lm_head_bias(tmp_path, sample_vocab) -> None:
+    """--lm > 0 from a pretraining checkpoint: the classifier's LM head gets the pretrained bias, not zeros
+    (a zero bias is the state that collapsed); at --lm 0 there is no LM head at all (nothing unused for DDP)."""
+    from common.checkpoint import save_checkpoint
+    from common.finetune import load_pretrained
+    from common.vocab import load_vocab
+
+    pretrained = lm_model()
+    with torch.no_grad():
+        pretrained.lm_head.bias.copy_(torch.randn(CFG.n_vocab))
+    vocab = load_vocab(sample_vocab)
+    save_checkpoint(tmp_path / "pre.pth", {"kind": "gpt-pretrain", "config": CFG.to_dict(), "model": pretrained.state_dict(),
+                                           "vocab": {"fingerprint": vocab.fingerprint, "size": CFG.n_vocab}})
+    with_lm = GPTForSequenceClassification(CFG, lm_coef=0.5)
+    load_pretrained(with_lm, tmp_path / "pre.pth", CFG, vocab, str(sample_vocab))
+    torch.testing.assert_close(with_lm.lm_head.bias, pretrained.lm_head.bias, atol=0, rtol=0)
+    torch.testing.assert_close(with_lm.trunk.embeddings.token.weight, pretrained.trunk.embeddings.token.weight)
+    assert with_lm.lm_head.token_embedding.weight is with_lm.trunk.embeddings.token.weight  # still tied
+
+    without_lm = GPTForSequenceClassification(CFG, lm_coef=0.0)
+    load_pretrained(without_lm, tmp_path / "pre.pth", CFG, vocab, str(sample_vocab))
+    assert without_lm.lm_head is None and not any(n.startswith("lm_head") for n, _ in without_lm.named_parameters())
+    with pytest.raises(ValueError):
+        GPTForSequenceClassification(CFG, lm_coef=-0.5)
+
+
+def test_scratch_lm_bias_starts_at_the_log_unigram_of_the_train_reviews() -> None:
+    """From scratch with --lm > 0: the bias counts what the LM loss predicts, every token after [BOS]."""
+    from common.finetune import ReviewDataset
+    from gpt.finetune_spec import init_lm_bias as init_classifier_bias
+
+    reviews = ReviewDataset([np.array([BOS_ID, 7, 7, 8, EOS_ID]), np.array([BOS_ID, 8, EOS_ID])], np.array([0, 1]))
+    model = classifier(lm=0.5)
+    init_classifier_bias(model, reviews)
+    counts = np.ones(CFG.n_vocab)
+    counts[7] += 2
+    counts[8] += 2
+    counts[EOS_ID] += 2
+    torch.testing.assert_close(model.lm_head.bias.exp(), torch.tensor(counts / counts.sum(), dtype=torch.float32))
+    init_classifier_bias(classifier(lm=0.0), reviews)  # no LM head: nothing to do
+
+
+def test_review_text_in_the_pretraining_store_is_the_train_pool_only(tmp_path, sample_corpus, sample_vocab) -> None:
+    """data.py --extra: exactly the non-dev reviews of the train file, as [BOS] review [EOS], in front of the
+    articles; the dev split (which picks fine-tuning's epoch) is never in the pretraining text."""
+    from common.corpus import nsmc_split, read_nsmc_json
+    from common.vocab import load_vocab
+    from gpt.data import build
+
+    rows = read_nsmc_json(sample_corpus["train"])
+    pool, dev = nsmc_split(len(rows))
+    vocab = load_vocab(sample_vocab)
+    wrapped = [[BOS_ID, *ids, EOS_ID] for ids in vocab.encode_batch([rows[i]["document"] for i in pool]) if ids]
+    expected = np.concatenate(wrapped)
+
+    alone = build("none", str(tmp_path / "reviews"), 32, str(sample_vocab), 1, extra=str(sample_corpus["train"]),
+                  test_path=str(sample_corpus["test"]))
+    tokens = np.asarray(TokenStore(tmp_path / "reviews")["tokens"])
+    np.testing.assert_array_equal(tokens, expected)
+    assert alone["n_reviews"] == len(wrapped) and alone["n_articles"] == 0 and alone["extra"] == "ratings_train.json"
+    dev_only = [ids for ids in vocab.encode_batch([rows[i]["document"] for i in dev]) if len(ids) > 3]
+    text = tokens.tobytes()
+    assert not any(np.asarray(ids, dtype=np.uint16).tobytes() in text for ids in dev_only[:10])
+
+    mixed = build(str(sample_corpus["kowiki"]), str(tmp_path / "mixed"), 32, str(sample_vocab), 1,
+                  extra=str(sample_corpus["train"]), test_path=str(sample_corpus["test"]))
+    mixed_tokens = np.asarray(TokenStore(tmp_path / "mixed")["tokens"])
+    np.testing.assert_array_equal(mixed_tokens[: len(expected)], expected)  # reviews first: held-out tail is kowiki
+    assert mixed["n_articles"] > 0 and mixed["n_review_tokens"] == len(expected) < mixed["n_tokens"]

@@ -15,6 +15,7 @@ import torch
 from common.config import ModelConfig
 from common.masking import N_SPECIAL
 from common.paths import REPO_ROOT
+from common.results import read_csv
 from common.token_store import StoreWriter, TokenStore
 from common.vocab import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 from spanbert.data import GEOMETRIC_P, MAX_SPAN_WORDS, choose_spans, mask_spans, segments, span_length_probs
@@ -68,7 +69,7 @@ def test_span_lengths_follow_geo_0_2_clipped_at_10() -> None:
 def test_spans_are_whole_words_never_overlapping_or_touching() -> None:
     rng = np.random.default_rng(1)
     n_spans = 0
-    for _ in range(200):
+    for _ in range(250):
         ids = sentence(int(rng.integers(1, 60)), rng)
         starts, ends, n_words = choose_spans(ids, WORD_STARTS, float(rng.uniform(0.1, 0.9)), rng)
         n_spans += len(starts)
@@ -80,15 +81,21 @@ def test_spans_are_whole_words_never_overlapping_or_touching() -> None:
     assert n_spans > 1000
 
 
-def test_budget_is_reached_by_whole_spans() -> None:
+@pytest.mark.parametrize("n_words", [40, 200])
+def test_expected_masked_share_is_the_budget(n_words: int) -> None:
+    """Whole spans, and on average exactly the budget: the span crossing it is kept with probability
+    remaining / length (always keeping it masked 18-20% at n_seq 128)."""
     rng = np.random.default_rng(2)
-    for _ in range(100):
-        ids = sentence(200, rng)
+    shares = []
+    for _ in range(2000 if n_words == 40 else 400):
+        ids = sentence(n_words, rng)
         starts, ends, _ = choose_spans(ids, WORD_STARTS, 0.15, rng)
         budget = round(0.15 * (len(ids) - 2))
         n_masked = int((ends - starts).sum())
-        last_span = (ends - starts).max()
-        assert budget <= n_masked < budget + last_span
+        assert n_masked < budget + (ends - starts).max()  # at most one span crosses the budget
+        shares.append(n_masked / (len(ids) - 2))
+    standard_error = np.std(shares) / np.sqrt(len(shares))
+    assert abs(np.mean(shares) - 0.15) < 4 * standard_error + 0.002, (np.mean(shares), standard_error)
 
 
 def test_a_span_never_exceeds_the_budget() -> None:
@@ -293,10 +300,10 @@ def test_pretrain_then_train_on_the_sample_beats_chance(tmp_path: Path, sample_v
     out = run("train.py", "--train", str(sample_corpus["train"]), "--test", str(sample_corpus["test"]),
               "--pretrain", str(tmp_path / "pre.pth"), "--save", str(tmp_path / "best.pth"), *common,
               "--results", str(tmp_path / "results.csv"), "--logit", "mean",
-              "--epoch", "4", "--batch", "16", "--lr", "2e-3", "--dev_ratio", "0.1")
-    row = [r for r in (tmp_path / "results.csv").read_text().splitlines()[1:]][-1].split(",")
-    assert row[0] == "spanbert-pre-mean"
-    test_acc = float(row[8])
+              "--epoch", "4", "--batch", "16", "--lr", "2e-3", "--dev_size", "40")
+    row = read_csv(tmp_path / "results.csv")[-1]
+    assert row["item"] == "spanbert-pre-mean"
+    test_acc = float(row["test_acc"])
     assert test_acc > 0.6, f"test accuracy {test_acc} is not above chance (0.5)\n{out}"
 
     out = run("predict.py", "--model", str(tmp_path / "best.pth"), "--vocab", str(sample_vocab), "정말 재밌어요", "지루하고 별로")

@@ -1,0 +1,57 @@
+"""The experiment harness (common/experiment.py) run end to end on the sample corpus with a tiny
+budget: every arm pretrained at the same token budget, the label curve with seeds, TF-IDF, the
+README section and the plot; a second run skips everything already logged."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from common.experiment import item_name
+from common.results import read_csv
+
+README = "# GPT\n\nbefore\n<!-- experiment:begin -->\nold\n<!-- experiment:end -->\nafter\n"
+
+
+def test_experiment_end_to_end(tmp_path: Path, sample_corpus, sample_vocab, write_config, run_script) -> None:
+    pytest.importorskip("sklearn")
+    readme = tmp_path / "README.md"
+    readme.write_text(README, encoding="utf-8")
+    config = write_config(tmp_path / "tiny.json")
+    args = ["--out", tmp_path / "experiment", "--stores", tmp_path, "--kowiki", sample_corpus["kowiki"],
+            "--train", sample_corpus["train"], "--test", sample_corpus["test"], "--vocab", sample_vocab,
+            "--config", config, "--readme", readme, "--pretrain_steps", "3", "--pretrain_batch", "4",
+            "--n_seq", "32", "--pretrain_warmup", "1", "--sizes", "60", "--seeds", "2", "--seeded_up_to", "60",
+            "--train_batch", "16"]
+    done = run_script("experiment.py", *args, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    rows = {r["item"]: r for r in read_csv(tmp_path / "experiment" / "results.csv")}
+    arms = ["scratch-lm0", "reviews-lm0", "kowiki+reviews-lm0", "kowiki-lm0", "reviews-lm0.5", "tfidf"]
+    assert set(rows) == {f"{a}-n60-s{s}" for a in arms for s in (1, 2)}
+    assert all(r["train_reviews"] == "60" for r in rows.values())
+    # a seed draws the labelled reviews; the same seed is the same subset for every arm (paired gains)
+    assert rows["scratch-lm0-n60-s1"]["seed"] == "1" and rows["reviews-lm0-n60-s2"]["seed"] == "2"
+    for arm in ("reviews", "kowiki_reviews", "kowiki"):  # one token budget for every arm
+        log = json.loads((tmp_path / "experiment" / f"save_pretrain_{arm}.log.json").read_text())
+        assert log[-1]["step"] == 3 and log[-1]["batch"] == 4 and log[-1]["n_seq"] == 32
+    meta = {arm: json.loads((tmp_path / f"{arm}_gpt32" / "meta.json").read_text())
+            for arm in ("reviews", "kowiki_reviews", "kowiki")}
+    assert meta["reviews"]["n_articles"] == 0 and meta["reviews"]["n_reviews"] > 0
+    assert meta["kowiki"]["n_reviews"] == 0 and meta["kowiki_reviews"]["n_reviews"] == meta["reviews"]["n_reviews"]
+
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("# GPT\n\nbefore\n") and text.endswith("after\n") and "old" not in text
+    assert "| 60 | " in text and "± " in text and "Gain over scratch" in text
+    assert (tmp_path / "img" / "label_curve.svg").read_text().startswith("<?xml")
+
+    again = run_script("experiment.py", *args, timeout=300)  # everything logged: nothing runs again
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "train.py" not in again.stdout and again.stdout.count("done (") == 3
+
+
+def test_item_names() -> None:
+    assert item_name("scratch", "lm0", 1000, 2) == "scratch-lm0-n1k-s2"
+    assert item_name("tfidf", "", 0, 1) == "tfidf-nall-s1"
+    assert item_name("kowiki", "lm0", 1500, None) == "kowiki-lm0-n1500-s"
