@@ -22,6 +22,7 @@ answers the main question first (the first arm against scratch at few labels).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -33,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.cli import UserError, make_parser, non_negative_int, positive_int, run_main
-from common.io import atomic_open, atomic_path
+from common.io import atomic_path
 from common.corpus import NSMC_DEV_SIZE
 from common.paths import DATA_DIR, DEFAULT_VOCAB, KOWIKI_JSON, NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel
-from common.results import append_result, read_csv
+from common.results import append_result, read_csv, update_readme
 
 BEGIN, END = "<!-- experiment:begin -->", "<!-- experiment:end -->"
 SCRATCH = "scratch"
@@ -100,6 +101,7 @@ class Budget:
     train_batch: int
     compile: bool
     gpu: int | None
+    recipe_tokens: int = 1_638_400  # tokens of each row of the tiny-budget recipe table (400 x 32 x 128)
 
     @property
     def pretrain_tokens(self) -> int:
@@ -159,7 +161,34 @@ def plan(exp: Experiment, budget: Budget) -> list[tuple[str, object]]:
         steps += runs(first, variant, budget.sizes)
     for arm in exp.arms[1:]:
         steps += runs(arm.name, plain, rest)
+    steps += [("recipe", r) for r in RECIPE]
     return steps
+
+
+# The tiny-budget recipe: each row changes one setting of the experiment's pretraining budget and
+# runs for the same number of tokens (--recipe_tokens) on the last arm's store (kowiki: GPT-1's text).
+RECIPE: list[tuple[str, dict]] = [
+    ("as the experiment", {}),
+    ("dropout 0.1", {"dropout": 0.1}),
+    ("n_seq x2, batch / 2", {"n_seq": 2, "pretrain_batch": 0.5}),  # factors of the budget's values
+    ("beta2 0.99", {"beta2": 0.99}),
+    ("peak lr x2", {"pretrain_lr": 2}),
+    ("peak lr / 2", {"pretrain_lr": 0.5}),
+    ("no torch.compile", {"compile": False}),
+]
+_FACTORS = ("n_seq", "pretrain_batch", "pretrain_lr")  # RECIPE values that multiply the budget's
+
+
+def recipe_budget(budget: Budget, changes: dict) -> Budget:
+    """The budget of one recipe row: the changes applied, steps set for --recipe_tokens tokens."""
+    values = {k: (type(getattr(budget, k))(getattr(budget, k) * v) if k in _FACTORS else v) for k, v in changes.items()}
+    b = dataclasses.replace(budget, **values)
+    return dataclasses.replace(b, pretrain_steps=max(1, budget.recipe_tokens // (b.pretrain_batch * b.n_seq)),
+                               pretrain_warmup=max(1, budget.pretrain_warmup * budget.recipe_tokens // budget.pretrain_tokens))
+
+
+def recipe_checkpoint(paths: Paths, name: str) -> Path:
+    return paths.out / "recipe" / f"{''.join(c if c.isalnum() else '_' for c in name)}.pth"
 
 
 # --- running -------------------------------------------------------------------------
@@ -188,17 +217,19 @@ def store_path(exp: Experiment, paths: Paths, arm: Arm, n_seq: int) -> Path:
     return paths.stores / f"{arm.slug}_{exp.folder.name}{n_seq}"
 
 
-def pretrain_arm(exp: Experiment, paths: Paths, arm: Arm, budget: Budget) -> None:
-    log = paths.log(arm)
+def pretrain_arm(exp: Experiment, paths: Paths, arm: Arm, budget: Budget, checkpoint: Path | None = None) -> None:
+    """data.py for the arm's store (kept if built), then pretrain.py at `budget` (resumed if interrupted)."""
+    checkpoint = checkpoint or paths.checkpoint(arm)
+    log = checkpoint.with_suffix(".log.json")
     if log.is_file() and json.loads(log.read_text())[-1]["step"] >= budget.pretrain_steps:
-        print(f"pretraining {arm.name}: done ({_short(str(log))})")
+        print(f"pretraining {_short(str(checkpoint))}: done")
         return
     store = str(store_path(exp, paths, arm, budget.n_seq))
     text = ["--input", str(paths.kowiki) if arm.kowiki else "none"]
     text += ["--extra", str(paths.train), "--test", str(paths.test)] if arm.reviews else []
     _run([sys.executable, "data.py", "--n_seq", str(budget.n_seq), "--output", store, *text, "--vocab", str(paths.vocab)],
          exp.folder)
-    checkpoint = paths.checkpoint(arm)
+    checkpoint.parent.mkdir(exist_ok=True)
     resume = ["--resume"] if checkpoint.exists() else []
     _run([sys.executable, "pretrain.py", "--input", store, "--save", str(checkpoint), "--vocab", str(paths.vocab),
           "--config", str(paths.config), "--dropout", f"{budget.dropout:g}", "--batch", str(budget.pretrain_batch),
@@ -245,6 +276,9 @@ def run_experiment(exp: Experiment, paths: Paths, budget: Budget, only: str) -> 
         for kind, step in plan(exp, budget):
             if kind == "pretrain":
                 pretrain_arm(exp, paths, step, budget)
+            elif kind == "recipe":
+                name, changes = step
+                pretrain_arm(exp, paths, exp.arms[-1], recipe_budget(budget, changes), recipe_checkpoint(paths, name))
             elif step.item in done:
                 continue
             elif kind == "tfidf":
@@ -310,6 +344,23 @@ def pretraining_table(exp: Experiment, paths: Paths, budget: Budget) -> str:
                      f"{n_seq} | {last['step'] * batch * n_seq / 1e6:.2f}M | "
                      f"{last['heldout_loss']:.3f} ({math.exp(last['heldout_loss']):.0f}) | {last['heldout_acc']:.3f} | "
                      f"{last['tokens_per_s']:,.0f} | {sum(r['time_s'] for r in history) / 60:.1f} |")
+    return "\n".join(lines)
+
+
+def recipe_table(paths: Paths, budget: Budget) -> str:
+    lines = ["| Pretraining change | Steps x batch x n_seq | Held-out loss (ppl) | Held-out next-token acc | "
+             "Tokens/s | Minutes |", "|---|---|---|---|---|---|"]
+    for name, changes in RECIPE:
+        b = recipe_budget(budget, changes)
+        log = recipe_checkpoint(paths, name).with_suffix(".log.json")
+        if not log.is_file():
+            lines.append(f"| {name} | {b.pretrain_steps} x {b.pretrain_batch} x {b.n_seq} | not run | | | |")
+            continue
+        history = json.loads(log.read_text())
+        last = history[-1]
+        lines.append(f"| {name} | {last['step']} x {b.pretrain_batch} x {b.n_seq} | {last['heldout_loss']:.3f} "
+                     f"({math.exp(last['heldout_loss']):.0f}) | {last['heldout_acc']:.3f} | {last['tokens_per_s']:,.0f} | "
+                     f"{sum(r['time_s'] for r in history) / 60:.1f} |")
     return "\n".join(lines)
 
 
@@ -386,15 +437,13 @@ def report(exp: Experiment, paths: Paths, budget: Budget) -> None:
         "| Pretraining | Labelled | Gain (points) | Std of gain | Seeds |\n|---|---|---|---|---|\n" + "\n".join(gains)
         if gains else "No pair run yet.",
         "![label curve](img/label_curve.svg)",
+        f"What helps at a tiny budget: each row changes one setting of the pretraining above and runs for "
+        f"{budget.recipe_tokens / 1e6:.2f}M tokens on the {exp.arms[-1].name} store (held-out loss at another "
+        f"n_seq is over windows of that length: more context per token):",
+        recipe_table(paths, budget),
     ])
     readme = paths.readme
-    text = readme.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise UserError(f"{readme} has no {BEGIN} ... {END} section (add the two marker lines where it goes)")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    with atomic_open(readme) as f:
-        f.write(f"{head}{BEGIN}\n{section}\n{END}{tail}")
+    update_readme(readme, section, BEGIN, END)
     plot_curve(exp, rows, sizes, readme.parent / "img" / "label_curve.svg")
     print(f"updated {_short(str(readme))} and img/label_curve.svg ({len(rows)} runs)")
 
@@ -420,7 +469,9 @@ def experiment_main(exp: Experiment) -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="torch.compile the pretraining step (fine-tuning is not compiled: its batches vary in "
                              "length, and on CPU the recompiles cost more than a short run gains)")
-    parser.add_argument("--gpu", type=int, default=None, help="GPU index (default: cuda:0 if present, else CPU)")
+    parser.add_argument("--recipe_tokens", type=positive_int, default=1_638_400,
+                        help="pretraining tokens of each row of the tiny-budget recipe table")
+    parser.add_argument("--gpu", type=int, default=None, help="GPU index (None: cuda:0 if present, else the CPU)")
     parser.add_argument("--only", choices=["all", "report"], default="all",
                         help="report: redraw the README section and plot from the logs, run nothing")
     parser.add_argument("--out", default=rel(exp.folder / "experiment"),
@@ -437,5 +488,5 @@ def experiment_main(exp: Experiment) -> None:
                     ("out", "stores", "kowiki", "train", "test", "vocab", "config", "readme")))
     budget = Budget(args.pretrain_steps, args.pretrain_batch, args.n_seq, args.pretrain_lr, args.pretrain_warmup,
                     args.dropout, args.beta2, args.sizes, args.seeds, args.seeded_up_to, args.train_lr,
-                    args.train_batch, args.compile, args.gpu)
+                    args.train_batch, args.compile, args.gpu, args.recipe_tokens)
     run_main(lambda: run_experiment(exp, paths, budget, args.only))

@@ -66,14 +66,15 @@ def results_table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, table: str) -> None:
-    text = readme.read_text(encoding="utf-8") if readme.is_file() else f"{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        raise UserError(f"{readme} has no {BEGIN} ... {END} section (add the two marker lines where the table goes)")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+def update_readme(readme: Path, table: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace what stands between the `begin` and `end` marker lines of `readme` (atomically)."""
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else f"{begin}\n{end}\n"
+    if begin not in text or end not in text:
+        raise UserError(f"{readme} has no {begin} ... {end} section (add the two marker lines where it goes)")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
     with atomic_open(readme) as f:
-        f.write(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+        f.write(f"{head}{begin}\n{table}\n{end}{tail}")
 
 
 def plot_runs(run_logs: list[Path], img_dir: Path) -> list[Path]:

@@ -18,12 +18,12 @@ def test_experiment_end_to_end(tmp_path: Path, sample_corpus, sample_vocab, writ
     pytest.importorskip("sklearn")
     readme = tmp_path / "README.md"
     readme.write_text(README, encoding="utf-8")
-    config = write_config(tmp_path / "tiny.json")
+    config = write_config(tmp_path / "tiny.json", n_seq=64)  # the recipe table doubles n_seq
     args = ["--out", tmp_path / "experiment", "--stores", tmp_path, "--kowiki", sample_corpus["kowiki"],
             "--train", sample_corpus["train"], "--test", sample_corpus["test"], "--vocab", sample_vocab,
             "--config", config, "--readme", readme, "--pretrain_steps", "3", "--pretrain_batch", "4",
             "--n_seq", "32", "--pretrain_warmup", "1", "--sizes", "60", "--seeds", "2", "--seeded_up_to", "60",
-            "--train_batch", "16"]
+            "--train_batch", "16", "--recipe_tokens", "256"]
     done = run_script("experiment.py", *args, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -45,10 +45,14 @@ def test_experiment_end_to_end(tmp_path: Path, sample_corpus, sample_vocab, writ
     assert text.startswith("# GPT\n\nbefore\n") and text.endswith("after\n") and "old" not in text
     assert "| 60 | " in text and "± " in text and "Gain over scratch" in text
     assert (tmp_path / "img" / "label_curve.svg").read_text().startswith("<?xml")
+    # the recipe table: one setting changed per row, the same tokens for every row (2 x 4 x 32 = 1 x 2 x 64)
+    recipe = {p.name.removesuffix(".log.json"): json.loads(p.read_text())[-1] for p in (tmp_path / "experiment" / "recipe").glob("*.log.json")}
+    assert len(recipe) == 7 and all(r["step"] * r["batch"] * r["n_seq"] == 256 for r in recipe.values())
+    assert recipe["n_seq_x2__batch___2"]["n_seq"] == 64 and "| dropout 0.1 | 2 x 4 x 32 | " in text
 
     again = run_script("experiment.py", *args, timeout=300)  # everything logged: nothing runs again
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "train.py" not in again.stdout and again.stdout.count("done (") == 3
+    assert "train.py" not in again.stdout and again.stdout.count(": done") == 3 + 7
 
 
 def test_item_names() -> None:
