@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from common.cli import UserError, make_parser, non_negative_int, positive_int, run_main
+from common.cli import UserError, make_parser, non_negative_int, run_main
 from common.corpus import NSMC_DEV_SIZE, labelled_subset, nsmc_split, read_nsmc_json
 from common.paths import NSMC_TEST_JSON, NSMC_TRAIN_JSON, REPO_ROOT, rel
 from common.results import append_result, update_report
@@ -58,8 +58,8 @@ def main() -> None:
     parser = make_parser("TF-IDF (char 1-4-grams) + logistic regression baseline on NSMC; adds its row to results tables.")
     parser.add_argument("--train", default=rel(NSMC_TRAIN_JSON), help="NSMC train file (from data/nsmc.py)")
     parser.add_argument("--test", default=rel(NSMC_TEST_JSON), help="NSMC test file (from data/nsmc.py)")
-    parser.add_argument("--dev_size", type=positive_int, default=None,
-                        help=f"dev reviews carved from train, as train.py (default: {NSMC_DEV_SIZE:,}, or 5%% of a smaller file)")
+    parser.add_argument("--dev_size", type=non_negative_int, default=0,
+                        help=f"dev reviews carved from train, as train.py (0: {NSMC_DEV_SIZE:,}, or 5%% of a smaller file)")
     parser.add_argument("--train_limit", type=non_negative_int, default=0,
                         help="labelled reviews: a random N of the non-dev reviews drawn with --seed, as train.py (0: all)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the --train_limit draw")
@@ -70,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
 
     def run() -> None:
-        row = {**run_baseline(args.train, args.test, args.dev_size, args.train_limit, args.seed, args.C), "item": args.item}
+        row = {**run_baseline(args.train, args.test, args.dev_size or None, args.train_limit, args.seed, args.C), "item": args.item}
         print(f"TF-IDF + logistic regression: dev acc {row['dev_acc']:.4f}, test acc {row['test_acc']:.4f} "
               f"({row['train_reviews']:,} train reviews, {row['minutes']} min)")
         for model in args.models:

@@ -395,6 +395,9 @@ def plot_curve(exp: Experiment, rows: list[dict[str, str]], sizes: list[int], ta
             style = dict(ls="--", color="0.4") if arm == TFIDF else dict(ls="-", color=f"C{i}")
             ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, label=heading, **style)
     ax.set_xscale("log")
+    counts = sorted({int(r["train_reviews"]) for r in rows if r.get("train_reviews", "").isdigit()})
+    ax.set_xticks(counts, [f"{n:,}" for n in counts])  # the label counts themselves, not powers of ten
+    ax.minorticks_off()
     ax.set_xlabel("labelled train reviews (log scale)")
     ax.set_ylabel("test accuracy (best-dev epoch)")
     ax.grid(alpha=0.3, which="both")

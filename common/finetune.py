@@ -137,9 +137,9 @@ def finetune_main(spec: FinetuneSpec) -> None:
                         help=f"pretrained checkpoint (default: {rel(spec.folder / 'save_pretrain.pth')} if it exists, "
                              f"else training starts from scratch); 'none' forces from scratch")
     add_common_training_args(parser, spec.folder, "save_best.pth", spec.default_batch, spec.default_epoch, spec.default_lr)
-    parser.add_argument("--dev_size", type=positive_int, default=None,
-                        help=f"reviews of the train file held out as the dev set that picks the epoch: the same "
-                             f"for every run (default: {NSMC_DEV_SIZE:,}, or 5%% of a smaller file)")
+    parser.add_argument("--dev_size", type=non_negative_int, default=0,
+                        help=f"reviews of the train file held out as the dev set that picks the epoch, the same "
+                             f"for every run (0: {NSMC_DEV_SIZE:,}, or 5%% of a smaller file)")
     parser.add_argument("--train_limit", type=non_negative_int, default=0,
                         help="labelled reviews to train on: a random N of the train file's non-dev reviews, drawn "
                              "with --seed (0: all of them)")
@@ -158,7 +158,7 @@ def finetune(spec: FinetuneSpec, args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.config).with_vocab(len(vocab))
     train_rows = read_nsmc_json(args.train)
     test_rows = read_nsmc_json(args.test)
-    pool, dev_idx = nsmc_split(len(train_rows), args.dev_size)
+    pool, dev_idx = nsmc_split(len(train_rows), args.dev_size or None)
     train_idx = labelled_subset(pool, args.train_limit, args.seed)
     save = require_output_dir(args.save)
     require_output_dir(args.results)  # checked now, not after hours of training
