@@ -364,11 +364,16 @@ def recipe_table(paths: Paths, budget: Budget) -> str:
     return "\n".join(lines)
 
 
+def labelled_count(rows: list[dict[str, str]], size: int) -> int:
+    """The labelled reviews the runs of a size trained on (size 0: the whole pool); 0 when none ran."""
+    return next((int(r["train_reviews"]) for r in rows if f"-n{size_label(size)}-" in r["item"]), 0)
+
+
 def curve_table(exp: Experiment, rows: list[dict[str, str]], sizes: list[int]) -> str:
     cols = columns(exp)
     lines = ["| Labelled reviews | " + " | ".join(h for h, _, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for size in sizes:
-        n = next((r["train_reviews"] for r in rows if f"-n{size_label(size)}-" in r["item"]), size)
+        n = labelled_count(rows, size) or size
         cells = [_cell(list(accuracies(rows, arm, variant, size).values())) for _, arm, variant in cols]
         lines.append(f"| {int(n):,} | " + " | ".join(cells) + " |" if n else "| all | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -386,7 +391,7 @@ def plot_curve(exp: Experiment, rows: list[dict[str, str]], sizes: list[int], ta
         points = []
         for size in sizes:
             accs = list(accuracies(rows, arm, variant, size).values())
-            n = next((int(r["train_reviews"]) for r in rows if f"-n{size_label(size)}-" in r["item"]), 0)
+            n = labelled_count(rows, size)
             if accs and n:
                 mean, std, _ = _stats(accs)
                 points.append((n, mean, std))
