@@ -190,3 +190,21 @@ def test_readme_table_lists_every_case() -> None:
     assert section, "README.md has no '## Bad input' section"
     rows = {line.split("|")[1].strip() for line in section.group(1).splitlines() if line.startswith("| ")}
     assert {c.label for c in CASES} <= rows, sorted({c.label for c in CASES} - rows)
+
+
+HELP_SCRIPTS = [("gpt", "data.py"), ("gpt", "pretrain.py"), ("gpt", "train.py"), ("gpt", "predict.py"),
+                ("gpt", "generate.py"), ("gpt", "export.py"), ("gpt", "experiment.py"), ("spanbert", "train.py"),
+                ("data", "download.py"), ("data", "kowiki.py"), ("data", "nsmc.py"), ("vocab", "build.py"),
+                (".", "-m common.results"), (".", "-m common.baseline"), (".", "-m common.diagnose")]
+
+
+@pytest.mark.parametrize("folder, script", HELP_SCRIPTS, ids=[f"{f}/{s}" for f, s in HELP_SCRIPTS])
+def test_help_shows_every_default_once(folder: str, script: str, script_env) -> None:
+    """Each option of --help says its default at most once (not "(default: None) (default: None)")."""
+    done = subprocess.run([sys.executable, *script.split(), "--help"], cwd=REPO_ROOT / folder, env=script_env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    entries = re.split(r"\n(?=  -)", done.stdout.split("options:", 1)[1])  # one entry per option
+    assert len(entries) > 1
+    for entry in entries:
+        assert entry.count("(default:") <= 1, entry
