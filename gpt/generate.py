@@ -207,7 +207,8 @@ def main() -> None:
     parser.add_argument("--top_p", type=float, default=0.0, help="nucleus sampling threshold in (0, 1] (0: off); needs --top_k 0")
     parser.add_argument("--samples", type=positive_int, default=1, help="how many continuations (sampled as one batch)")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the decode step: it compiles first (about 10 s on a 2-core CPU), then decodes faster")
+                        help="torch.compile the decode step: it compiles first (about 10 s on a 2-core CPU), "
+                             "then decodes faster")
     parser.add_argument("--seed", type=int, default=42, help="random seed")
     parser.add_argument("--gpu", type=int, default=None, help="GPU index (default: cuda:0 if present, else CPU)")
     args = parser.parse_args()
