@@ -10,6 +10,7 @@ is found damaged or missing.
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import sys
@@ -27,10 +28,38 @@ def prev_path(path: str | os.PathLike) -> Path:
     return p.with_name(p.name + ".prev")
 
 
+class _WriteRecorder(io.RawIOBase):
+    """A file torch.save writes through, keeping the OSError of a failed write.
+
+    torch reports a failed write (a full disk) as a RuntimeError ("unexpected pos");
+    through this wrapper the OSError behind it, with its errno, is known."""
+
+    def __init__(self, file: io.BufferedWriter):
+        self.file, self.error = file, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], keep_previous: bool = True) -> None:
+    """Write `state` atomically; a full disk raises `NoSpace` with `path` and its old version intact."""
     target = Path(path)
     with atomic_path(target) as tmp:
-        torch.save(state, tmp)  # atomic_path syncs it to disk before the rename
+        with open(tmp, "wb") as f:
+            recorder = _WriteRecorder(f)
+            try:
+                torch.save(state, recorder)  # atomic_path syncs it to disk before the rename
+            except RuntimeError:
+                if recorder.error is not None:
+                    raise recorder.error from None  # an OSError: atomic_path makes it a NoSpace when it is one
+                raise
         if keep_previous and target.exists():
             _keep_as_previous(target)
     # atomic_path renamed tmp onto target

@@ -10,6 +10,7 @@ reads the same way (README "Bad input").
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -42,11 +43,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+class _DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" to an option's help unless the help already says its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        return text if "(default:" in text else super()._get_help_string(action)
+
+
 def make_parser(description: str) -> argparse.ArgumentParser:
-    return _Parser(
-        description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    return _Parser(description=description, formatter_class=_DefaultsOnce)
 
 
 def positive_int(text: str) -> int:
@@ -120,6 +126,13 @@ def run_main(main: Callable[[], object]) -> None:
         sys.exit(e.exit_code)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # (common.io.NO_SPACE; io imports this module)
+            raise
+        # a write the project does not route through common.io (a library's own file): still one line
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: no space left{where} ({e.strerror}); free space, then run the same command", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -74,9 +74,24 @@ def setup_runtime(gpu: int | None) -> Runtime:
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, **_attempt_store(rank, world_size))
         atexit.register(_leave_process_group)
     return Runtime(device, rank, local_rank, world_size)
+
+
+def _attempt_store(rank: int, world_size: int) -> dict:
+    """Under torchrun --max-restarts, the rendezvous store of attempt N, in keys of its own.
+
+    The elastic agent's store outlives a restart: without a prefix, a restarted worker can
+    read the address a dead worker of the last attempt published and fail to connect
+    ("Gloo connectFullMesh failed ... Connection refused"), so the restart itself fails."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None or "MASTER_ADDR" not in os.environ:
+        return {}  # plain env:// rendezvous (not torchrun's elastic agent)
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # the agent hosts it, else rank 0
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=not agent_store and rank == 0, multi_tenant=not agent_store)
+    return {"store": dist.PrefixStore(f"attempt_{attempt}", store), "rank": rank, "world_size": world_size}
 
 
 def _leave_process_group() -> None:

@@ -37,6 +37,7 @@ from common.cli import UserError, make_parser, non_negative_int, positive_int, r
 from common.io import atomic_path
 from common.corpus import NSMC_DEV_SIZE
 from common.paths import DATA_DIR, DEFAULT_VOCAB, KOWIKI_JSON, NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel
+from common.plots import STEPS_SUFFIX, plot_pretraining
 from common.results import append_result, read_csv, update_readme
 
 BEGIN, END = "<!-- experiment:begin -->", "<!-- experiment:end -->"
@@ -419,6 +420,7 @@ def report(exp: Experiment, paths: Paths, budget: Budget) -> None:
     rows = read_csv(paths.out / "results.csv")
     sizes = sorted(budget.sizes, key=lambda s: s or 10**9)
     plain = next(iter(exp.variants))
+    recipe = {name: log for name, _ in RECIPE if (log := curve_log(recipe_checkpoint(paths, name))) is not None}
     gains = []
     for arm in exp.arms:
         for size in sizes:
@@ -438,6 +440,7 @@ def report(exp: Experiment, paths: Paths, budget: Budget) -> None:
         + f"; the epoch picked on the fixed dev set of {NSMC_DEV_SIZE:,} reviews, test scored once. "
         f"Training time of the runs logged so far: {minutes:.0f} min.",
         pretraining_table(exp, paths, budget),
+        "![pretraining curves](img/pretrain_arms.svg)",
         "Test accuracy (mean ± standard deviation over seeds, the count in brackets; "
         "the seed draws the labelled reviews and the initialization):",
         curve_table(exp, rows, sizes),
@@ -449,11 +452,29 @@ def report(exp: Experiment, paths: Paths, budget: Budget) -> None:
         f"{budget.recipe_tokens / 1e6:.2f}M tokens on the {exp.arms[-1].name} store (held-out loss at another "
         f"n_seq is over windows of that length: more context per token):",
         recipe_table(paths, budget),
+        *(["![recipe curves](img/pretrain_recipe.svg)"] if recipe else []),
     ])
     readme = paths.readme
     update_readme(readme, section, BEGIN, END)
-    plot_curve(exp, rows, sizes, readme.parent / "img" / "label_curve.svg")
-    print(f"updated {_short(str(readme))} and img/label_curve.svg ({len(rows)} runs)")
+    img = readme.parent / "img"
+    plot_curve(exp, rows, sizes, img / "label_curve.svg")
+    arms = {arm.name: curve_log(paths.checkpoint(arm)) for arm in exp.arms}
+    plot_pretraining({k: v for k, v in arms.items() if v is not None}, img / "pretrain_arms.svg",
+                     "each arm on its own store's held-out tail (a run logged before the step log: its end only)",
+                     tokens_per_step=budget.pretrain_batch * budget.n_seq)
+    if recipe:
+        plot_pretraining(recipe, img / "pretrain_recipe.svg",
+                         f"the tiny-budget recipe rows ({budget.recipe_tokens / 1e6:.2f}M tokens each)")
+    print(f"updated {_short(str(readme))} and img/label_curve.svg, pretrain_arms.svg"
+          f"{', pretrain_recipe.svg' if recipe else ''} ({len(rows)} runs)")
+
+
+def curve_log(checkpoint: Path) -> Path | None:
+    """A pretraining run's step log, else its per-epoch log (older runs), else None (not run yet)."""
+    for log in (checkpoint.with_suffix(STEPS_SUFFIX), checkpoint.with_suffix(".log.json")):
+        if log.is_file():
+            return log
+    return None
 
 
 # --- the script ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ log, the results row, README table and plots, and prediction.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 import time
@@ -28,10 +29,12 @@ from common.cli import (UserError, make_parser, non_negative_int, positive_int, 
 from common.config import ModelConfig, load_config
 from common.corpus import NSMC_DEV_SIZE, labelled_subset, nsmc_split, read_nsmc_json
 from common.device import Runtime, seed_everything, setup_runtime
+from common.io import exclusive_output
 from common.paths import DEFAULT_VOCAB, NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel
 from common.pretrain import add_common_training_args, settings_from_args
+from common.tracking import check_tracker, open_tracker
 from common.results import append_result, update_report, write_csv
-from common.trainer import Trainer, evaluate, module_state
+from common.trainer import TrainSettings, Trainer, evaluate, module_state
 from common.vocab import PAD_ID, Vocab, load_vocab
 
 
@@ -146,6 +149,9 @@ def finetune_main(spec: FinetuneSpec) -> None:
     parser.add_argument("--item", default=None, help="name of the run in the results table (default: derived)")
     parser.add_argument("--results", default=rel(spec.folder / "results.csv"), help="results table to append to")
     parser.add_argument("--note", default="", help="free text for the results table (e.g. the budget)")
+    parser.add_argument("--dev_per_epoch", type=positive_int, default=1,
+                        help="times dev is scored per epoch, evenly spaced, for the curves of img/ (the best epoch "
+                             "is still picked at epoch ends; 1: epoch ends only)")
     spec.add_options(parser)
     args = parser.parse_args()
     run_main(lambda: finetune(spec, args))
@@ -153,6 +159,7 @@ def finetune_main(spec: FinetuneSpec) -> None:
 
 def finetune(spec: FinetuneSpec, args: argparse.Namespace) -> dict[str, Any]:
     settings = settings_from_args(args)
+    check_tracker(args.log)
     options = {k: getattr(args, k) for k in spec.option_names}
     vocab = load_vocab(args.vocab)
     cfg = load_config(args.config).with_vocab(len(vocab))
@@ -163,9 +170,23 @@ def finetune(spec: FinetuneSpec, args: argparse.Namespace) -> dict[str, Any]:
     save = require_output_dir(args.save)
     require_output_dir(args.results)  # checked now, not after hours of training
     state_path = save.with_suffix(".state.pth")  # resumable training state, beside the best model
-    if args.resume and not (state_path.is_file() or prev_path(state_path).is_file()):
+    has_state = state_path.is_file() or prev_path(state_path).is_file()
+    if args.resume == "yes" and not has_state:
         raise UserError(f"nothing to resume: {state_path} not found (run without --resume)")
+    args.resume = args.resume == "yes" or (args.resume == "auto" and has_state)
     runtime = setup_runtime(args.gpu)
+    with contextlib.ExitStack() as outputs:
+        if runtime.is_main:  # only rank 0 writes: it alone holds the lock
+            for leftover in outputs.enter_context(exclusive_output(save, companions=(state_path,))):
+                print(f"removed {leftover} (left by a run killed while saving)")
+        return _finetune(spec, args, settings, options, vocab, cfg, train_rows, test_rows, train_idx, dev_idx,
+                         save, state_path, runtime, outputs)
+
+
+def _finetune(spec: FinetuneSpec, args: argparse.Namespace, settings: TrainSettings, options: dict[str, Any],
+              vocab: Vocab, cfg: ModelConfig, train_rows: list[dict], test_rows: list[dict], train_idx: np.ndarray,
+              dev_idx: np.ndarray, save: Path, state_path: Path, runtime: Runtime,
+              outputs: contextlib.ExitStack) -> dict[str, Any]:
     seed_everything(args.seed)
 
     t0 = time.perf_counter()
@@ -218,10 +239,21 @@ def finetune(spec: FinetuneSpec, args: argparse.Namespace) -> dict[str, Any]:
         return {"dev_loss": dev["loss"], "dev_acc": dev["acc"]}
 
     trainer.on_epoch_end = on_epoch_end
+    trainer.log_every = args.log_every
+    trainer.evaluate_every = trainer.steps_per_epoch // args.dev_per_epoch if args.dev_per_epoch > 1 else 0
+
+    def dev_point() -> dict[str, float]:
+        if trainer.progress.step_in_epoch >= trainer.steps_per_epoch:
+            return {}  # an epoch end: on_epoch_end scores dev there
+        return {f"dev_{k}": v for k, v in evaluate(model, dev_set, eval_batch, runtime, dev_batches).items()}
+
+    trainer.evaluate_now = dev_point
     if args.resume:
         state = load_checkpoint(state_path)
         check_compatible(state, state_path, cfg.to_dict(), vocab.fingerprint, args.vocab)
         trainer.resume(state)
+    tracker = outputs.enter_context(open_tracker(args, save, meta)) if runtime.is_main else None
+    trainer.tracker = tracker
     history = trainer.fit()
     best = max(history, key=lambda r: r["dev_acc"])
     # The test set is scored once, with the epoch dev picked (rank 0 wrote it before fit's last collective).
@@ -229,6 +261,8 @@ def finetune(spec: FinetuneSpec, args: argparse.Namespace) -> dict[str, Any]:
     test = evaluate(model, test_set, eval_batch, runtime, sorted_batches(test_set.lengths, eval_batch))
     if runtime.is_main:
         print(f"test (epoch {best['epoch']}): loss {test['loss']:.4f} acc {test['acc']:.4f}")
+        if tracker is not None:
+            tracker.log({"test/loss": test["loss"], "test/acc": test["acc"]}, trainer.progress.global_step)
     row = {"item": item, "pretrain": pretrained, "variant": variant or "-", "epochs": len(history),
            "best_epoch": best["epoch"], "train_reviews": len(train_set), "seed": args.seed,
            "dev_acc": round(best["dev_acc"], 4), "test_loss": round(test["loss"], 4), "test_acc": round(test["acc"], 4),
@@ -238,6 +272,7 @@ def finetune(spec: FinetuneSpec, args: argparse.Namespace) -> dict[str, Any]:
         runs = Path(args.results).parent / "runs"
         runs.mkdir(exist_ok=True)
         write_csv(runs / f"{item}.csv", history)
+        write_csv(runs / f"{item}.steps.csv", trainer.step_log)
         append_result(args.results, row)
         print(f"best epoch {best['epoch']} (dev acc {best['dev_acc']:.4f}): test acc {test['acc']:.4f}; "
               f"model saved to {save}; results in {args.results}")

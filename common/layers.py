@@ -36,12 +36,13 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.n_seq = cfg.n_seq
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None, position_offset: int = 0) -> Tensor:
-        """(B, T) ids -> (B, T, D)."""
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
+        """(B, T) ids -> (B, T, D). positions: (B, T) position ids; None: 0 .. T-1 in every row."""
         T = input_ids.size(1)
-        if position_offset + T > self.n_seq:
-            raise ValueError(f"sequence of {position_offset + T} tokens exceeds n_seq={self.n_seq}")
-        positions = torch.arange(position_offset, position_offset + T, device=input_ids.device)
+        if positions is None:
+            if T > self.n_seq:
+                raise ValueError(f"sequence of {T} tokens exceeds n_seq={self.n_seq}")
+            positions = torch.arange(T, device=input_ids.device)
         x = self.token(input_ids) + self.position(positions)
         if self.segment is not None:
             if token_type_ids is None:
@@ -52,20 +53,40 @@ class Embeddings(nn.Module):
 
 @dataclass
 class KVCache:
-    """Preallocated keys/values of every layer for incremental decoding.
+    """Static key/value cache for incremental decoding: every layer's keys and values
+    in buffers of a fixed length, and the layout of the batch's left-padded prompts.
 
-    keys/values: (n_layer, B, H, max_len, Dh); `length` positions are filled.
-    Writing in place avoids re-concatenating the whole prefix at every step.
+    keys/values: one (B, H, max_len, Dh) buffer per layer; pads: (B,) left-padding of each
+    row (its real tokens start at slot pads[b]); slot_ids: arange(max_len).
+    A trunk call writes its tokens' keys/values at the slots it is given (a tensor) and
+    attends over the whole buffer under a mask, so a decode step has the same shapes at
+    every position: no per-step allocation or concatenation, and one compiled graph serves
+    every step. The buffers start at zero, not torch.empty: a masked slot gets weight 0,
+    and 0 x NaN from uninitialized memory would still be NaN.
     """
 
-    keys: Tensor
-    values: Tensor
-    length: int = 0
+    keys: list[Tensor]
+    values: list[Tensor]
+    pads: Tensor
+    slot_ids: Tensor
 
     @classmethod
-    def empty(cls, cfg: ModelConfig, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> "KVCache":
-        shape = (cfg.n_layer, batch, cfg.n_head, max_len, cfg.d_head)
-        return cls(torch.empty(shape, device=device, dtype=dtype), torch.empty(shape, device=device, dtype=dtype))
+    def empty(cls, cfg: ModelConfig, pads: Tensor, max_len: int, dtype: torch.dtype) -> "KVCache":
+        """A zeroed cache for len(pads) rows of up to max_len slots, on pads' device."""
+        shape = (len(pads), cfg.n_head, max_len, cfg.d_head)
+        zeros = [torch.zeros(shape, device=pads.device, dtype=dtype) for _ in range(2 * cfg.n_layer)]
+        return cls(zeros[::2], zeros[1::2], pads, torch.arange(max_len, device=pads.device))
+
+    def positions(self, slots: Tensor) -> Tensor:
+        """Position ids (B, T) of tokens written at `slots` (T,): counted from each row's first real token."""
+        return (slots - self.pads[:, None]).clamp_min(0)
+
+    def mask(self, slots: Tensor) -> Tensor:
+        """(B, 1, T, max_len) bool: a query at slot s sees the real tokens at slots <= s, and itself
+        (a left-pad query would otherwise see nothing, and a softmax over nothing is NaN)."""
+        s = self.slot_ids
+        seen = (s >= self.pads[:, None])[:, None, :] & (s <= slots[:, None])
+        return (seen | (s == slots[:, None]))[:, None]
 
 
 class SelfAttention(nn.Module):
@@ -85,22 +106,21 @@ class SelfAttention(nn.Module):
         is_causal: bool = False,
         cache: KVCache | None = None,
         layer: int = 0,
+        slots: Tensor | None = None,
     ) -> Tensor:
-        """x (B, T, D) -> (B, T, D). attn_mask: bool, broadcastable to (B, H, T, S), True = may attend."""
+        """x (B, T, D) -> (B, T, D). attn_mask: bool, broadcastable to (B, H, T, S), True = may attend.
+        With `cache`, this layer's keys/values are written at `slots` (T,) and the queries attend
+        over the whole cache; attn_mask is then the cache's mask (causality and padding)."""
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.d_head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, Dh)
         if cache is not None:
-            start = cache.length
-            cache.keys[layer, :, :, start : start + T] = k
-            cache.values[layer, :, :, start : start + T] = v
-            k, v = cache.keys[layer, :, :, : start + T], cache.values[layer, :, :, : start + T]
-            if is_causal and start > 0:
-                # SDPA's is_causal aligns the mask top-left; with a prefix the query
-                # at step t sees keys <= start + t, so build that mask explicitly.
-                if T > 1:
-                    causal = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
-                    attn_mask = causal if attn_mask is None else attn_mask & causal
-                is_causal = False
+            cache.keys[layer].index_copy_(2, slots, k)  # in place: nothing allocated, nothing concatenated
+            cache.values[layer].index_copy_(2, slots, v)
+            # written out: for a few queries over the whole cache under a mask, the CPU's fused SDPA
+            # kernel was slower than these three ops (and torch.compile fuses the mask into the softmax)
+            scores = q @ cache.keys[layer].transpose(-1, -2) * self.d_head**-0.5  # (B, H, T, max_len)
+            y = scores.masked_fill(~attn_mask, float("-inf")).softmax(-1) @ cache.values[layer]
+            return self.out(y.transpose(1, 2).reshape(B, T, D))
         if is_causal and attn_mask is not None:
             causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             attn_mask, is_causal = attn_mask & causal, False
@@ -139,8 +159,9 @@ class TransformerLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(cfg.d_hidn, eps=cfg.layer_norm_epsilon)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None, is_causal: bool, cache: KVCache | None = None, layer: int = 0) -> Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention(x, attn_mask, is_causal, cache, layer)))
+    def forward(self, x: Tensor, attn_mask: Tensor | None, is_causal: bool, cache: KVCache | None = None, layer: int = 0,
+                slots: Tensor | None = None) -> Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, attn_mask, is_causal, cache, layer, slots)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
@@ -168,17 +189,23 @@ class Transformer(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         cache: KVCache | None = None,
+        slots: Tensor | None = None,
     ) -> Tensor:
-        """(B, T) ids -> (B, T, D) hidden states. With `cache`, appends to it and advances it."""
-        offset = cache.length if cache is not None else 0
-        x = self.embeddings(input_ids, token_type_ids, position_offset=offset)
-        attn_mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            attn_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys that may be attended
-        for i, layer in enumerate(self.layers):
-            x = layer(x, attn_mask, self.causal, cache, i)
+        """(B, T) ids -> (B, T, D) hidden states. With `cache`, the tokens are written at cache slots
+        `slots` (T,) (a tensor, so that every decode step has the same inputs) and attend over the
+        cache; their positions and mask come from the cache's layout (left-padded prompts)."""
         if cache is not None:
-            cache.length += input_ids.size(1)
+            if slots is None:
+                raise ValueError("a KVCache needs the slots the tokens go to")
+            x = self.embeddings(input_ids, token_type_ids, positions=cache.positions(slots))
+            attn_mask = cache.mask(slots)  # once for every layer
+        else:
+            x = self.embeddings(input_ids, token_type_ids)
+            attn_mask = None
+            if attention_mask is not None and not bool(attention_mask.all()):
+                attn_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys that may be attended
+        for i, layer in enumerate(self.layers):
+            x = layer(x, attn_mask, self.causal, cache, i, slots)
         return x
 
 

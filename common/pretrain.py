@@ -7,6 +7,7 @@ resume and reporting are the same for GPT, BERT and SpanBERT.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,13 +19,15 @@ from torch import nn
 from common.checkpoint import check_compatible, load_checkpoint, prev_path
 from common.cli import UserError, make_parser, non_negative_int, positive_int, probability, require_output_dir, run_main
 from common.config import ModelConfig, load_config
-from common.device import setup_runtime, seed_everything
-from common.io import write_json
+from common.device import Runtime, seed_everything, setup_runtime
+from common.io import exclusive_output, write_json
 from common.layers import count_parameters
 from common.paths import DEFAULT_VOCAB, rel
+from common.results import write_csv
 from common.token_store import TokenStore
+from common.tracking import add_tracking_args, check_tracker, open_tracker
 from common.trainer import Dataset, TrainSettings, Trainer, evaluate, random_batches
-from common.vocab import load_vocab
+from common.vocab import Vocab, load_vocab
 
 
 class Subset:
@@ -79,7 +82,24 @@ def add_common_training_args(parser: argparse.ArgumentParser, folder: Path, save
     parser.add_argument("--gpu", type=int, default=None, help="GPU index (default: cuda:0 if present, else CPU)")
     parser.add_argument("--seed", type=int, default=42, help="random seed")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step (inductor; CPU or CUDA)")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint training left behind")
+    parser.add_argument("--resume", nargs="?", const="yes", default="no", choices=RESUME_MODES, metavar="auto",
+                        help="continue from the checkpoint training left behind; 'auto': continue when there is "
+                             "one, else start (what a restarted worker of torchrun --max-restarts needs)")
+    add_tracking_args(parser)
+
+
+RESUME_MODES = ("no", "yes", "auto")
+CURVE_INSTANCES = 256  # held-out instances of each point of the curve: a few seconds, the same ones each time
+
+
+def resolve_resume(mode: str, save: Path) -> bool:
+    """Whether to resume: --resume needs a checkpoint, a fresh start refuses to overwrite one, 'auto' takes either."""
+    existing = save if save.exists() else prev_path(save)
+    if mode == "yes" and not existing.exists():
+        raise UserError(f"nothing to resume: {save} not found (run without --resume to start, or pass its --save)")
+    if mode == "no" and existing.exists():
+        raise UserError(f"{existing} exists: pass --resume to continue it, or another --save to start over")
+    return existing.exists()
 
 
 def settings_from_args(args: argparse.Namespace, save_every: int = 0) -> TrainSettings:
@@ -101,6 +121,9 @@ def pretrain_main(spec: PretrainSpec) -> None:
                              spec.default_lr)
     parser.add_argument("--save_every", type=non_negative_int, default=1000, help="also checkpoint every N steps (0: epoch ends only)")
     parser.add_argument("--heldout", type=float, default=0.01, help="share of instances held out for evaluation, never trained on")
+    parser.add_argument("--eval_every", type=non_negative_int, default=100,
+                        help=f"steps between held-out evaluations of the step log (the pretraining curve), on the "
+                             f"first {CURVE_INSTANCES} held-out instances (0: epoch ends only)")
     parser.add_argument("--dropout", type=probability, default=None,
                         help="dropout during pretraining, instead of the config's (0 pays at a tiny budget; "
                              "fine-tuning keeps the config's own)")
@@ -110,6 +133,7 @@ def pretrain_main(spec: PretrainSpec) -> None:
 
 def pretrain(spec: PretrainSpec, args: argparse.Namespace) -> list[dict]:
     settings = settings_from_args(args, save_every=args.save_every)
+    check_tracker(args.log)
     if not 0 < args.heldout < 0.5:
         raise UserError(f"--heldout must be in (0, 0.5), got {args.heldout}")
     vocab = load_vocab(args.vocab)
@@ -119,13 +143,19 @@ def pretrain(spec: PretrainSpec, args: argparse.Namespace) -> list[dict]:
     store = TokenStore(args.input, hint=f"run python data.py in {spec.name}/")
     store.check_vocab(vocab.fingerprint, args.vocab)
     save = require_output_dir(args.save)
-    has_checkpoint = save.exists() or prev_path(save).exists()
-    if args.resume and not has_checkpoint:
-        raise UserError(f"nothing to resume: {save} not found (run without --resume to start, or pass its --save)")
-    if not args.resume and has_checkpoint:
-        existing = save if save.exists() else prev_path(save)
-        raise UserError(f"{existing} exists: pass --resume to continue it, or another --save to start over")
     runtime = setup_runtime(args.gpu)
+    log = save.with_suffix(".log.json")
+    with contextlib.ExitStack() as outputs:
+        if runtime.is_main:  # only rank 0 writes: it alone holds the lock
+            removed = outputs.enter_context(exclusive_output(save, companions=(log, save.with_suffix(".steps.csv"))))
+            for leftover in removed:
+                print(f"removed {leftover} (left by a run killed while saving)")
+        args.resume = resolve_resume(args.resume, save)
+        return _pretrain(spec, args, settings, cfg, vocab, store, save, log, runtime, outputs)
+
+
+def _pretrain(spec: PretrainSpec, args: argparse.Namespace, settings: TrainSettings, cfg: ModelConfig, vocab: Vocab,
+              store: TokenStore, save: Path, log: Path, runtime: Runtime, outputs: contextlib.ExitStack) -> list[dict]:
     seed_everything(args.seed)
 
     dataset = spec.open_dataset(store, cfg)
@@ -157,6 +187,9 @@ def pretrain(spec: PretrainSpec, args: argparse.Namespace) -> list[dict]:
                 "n_seq": store.meta.get("n_seq", cfg.n_seq), "store_tokens": int(store.meta.get("n_tokens", 0))}
 
     trainer.on_epoch_end = on_epoch_end
+    curve_set = Subset(dataset, heldout_indices[:CURVE_INSTANCES])
+    trainer.log_every, trainer.evaluate_every = args.log_every, args.eval_every
+    trainer.evaluate_now = lambda: {f"heldout_{k}": v for k, v in evaluate(model, curve_set, args.batch, runtime).items()}
     if args.resume:
         state = load_checkpoint(save)
         check_compatible(state, save, cfg.to_dict(), vocab.fingerprint, args.vocab)
@@ -164,10 +197,11 @@ def pretrain(spec: PretrainSpec, args: argparse.Namespace) -> list[dict]:
     if runtime.is_main:
         print(f"{spec.name}: {count_parameters(model) / 1e6:.1f}M parameters, {len(train_set):,} train / "
               f"{n_heldout:,} held-out instances, {trainer.total_steps:,} steps of {args.batch} on {runtime.device}")
+        trainer.tracker = outputs.enter_context(open_tracker(args, save, meta))
     history = trainer.fit()
     if runtime.is_main:
-        log = save.with_suffix(".log.json")
         write_json(log, history)
+        write_csv(save.with_suffix(".steps.csv"), trainer.step_log)
         print(f"saved {save} (per-epoch log: {log})")
     return history
 

@@ -5,6 +5,7 @@ its README section and plots, all regenerated from the logged files.
 
 Layout inside a model folder:
     runs/<ITEM>.csv   per-epoch log of one run (train and dev loss and accuracy, time, tokens/s)
+    runs/<ITEM>.steps.csv  its step log (train loss every --log_every steps, dev every --eval_every)
     results.csv       one row per finished run (the README table is made from it)
 """
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import UserError, make_parser, run_main
-from common.io import atomic_open, atomic_path
+from common.io import atomic_open
 from common.paths import REPO_ROOT
+from common.plots import STEPS_SUFFIX, plot_pretraining, plot_runs
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 RESULT_COLUMNS = ["item", "pretrain", "variant", "epochs", "best_epoch", "train_reviews", "seed", "dev_acc",
@@ -77,40 +79,6 @@ def update_readme(readme: Path, table: str, begin: str = BEGIN, end: str = END) 
         f.write(f"{head}{begin}\n{table}\n{end}{tail}")
 
 
-def plot_runs(run_logs: list[Path], img_dir: Path) -> list[Path]:
-    """img/loss.svg (train and dev loss per epoch) and img/accuracy.svg (train and dev accuracy).
-
-    The test set is scored once per run, on the best-dev epoch: it is in the table, not in these curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    img_dir.mkdir(exist_ok=True)
-    written = []
-    for name, series, ylabel in (("loss", [("train_loss", "-"), ("dev_loss", "--")], "loss"),
-                                 ("accuracy", [("train_acc", "-"), ("dev_acc", "--")], "accuracy")):
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        for i, log in enumerate(sorted(run_logs)):
-            rows = read_csv(log)
-            color = f"C{i % 10}"
-            for key, style in series:
-                points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key)]
-                if points:
-                    ax.plot(*zip(*points), style, color=color, marker="o", ms=3, label=f"{log.stem} {key}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        target = img_dir / f"{name}.svg"
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format="svg", metadata={"Date": None})  # no timestamp: reruns diff cleanly
-        plt.close(fig)
-        written.append(target)
-    return written
-
-
 def update_report(folder: str | os.PathLike) -> None:
     """Regenerate a model folder's README table and plots from results.csv and runs/*.csv."""
     folder = Path(folder)
@@ -119,7 +87,12 @@ def update_report(folder: str | os.PathLike) -> None:
         raise UserError(f"{folder / 'results.csv'} has no results yet (run train.py in {folder.name}/ first)")
     update_readme(folder / "README.md", results_table(rows))
     plot_runs(sorted((folder / "runs").glob("*.csv")), folder / "img")
-    print(f"updated {folder / 'README.md'} ({len(rows)} rows) and {folder / 'img'}/loss.svg, accuracy.svg")
+    drawn = "loss.svg, accuracy.svg"
+    pretraining = {log.name.removesuffix(STEPS_SUFFIX): log for log in sorted(folder.glob(f"*{STEPS_SUFFIX}"))}
+    if pretraining:  # the pretraining runs of this folder (pretrain.py writes <save>.steps.csv)
+        plot_pretraining(pretraining, folder / "img" / "pretrain.svg")
+        drawn += ", pretrain.svg"
+    print(f"updated {folder / 'README.md'} ({len(rows)} rows) and {folder / 'img'}/{drawn}")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ the end: an interrupted data.py never leaves a store that looks complete.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from common.cli import UserError
-from common.io import _UMASK
+from common.io import _UMASK, NoSpace, exclusive_output, is_no_space
 
 META = "meta.json"
 
@@ -33,13 +34,27 @@ class StoreWriter:
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise UserError(f"output folder does not exist: {self.path.parent} (create it, or pass another --output)")
+        # a second data.py on this store is refused; a killed one's temporary folder is removed
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(exclusive_output(self.path, option="--output"))
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
         os.chmod(self.tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; the published store gets the usual permissions
         self.meta: dict[str, Any] = dict(meta or {})
         self.files: dict[str, BinaryIO] = {}
         self.specs: dict[str, dict[str, Any]] = {}
 
+    def _no_space(self, e: OSError) -> NoSpace:
+        return NoSpace(self.path, e.strerror, "no store was written there (the partial one is removed)")
+
     def append(self, name: str, chunk: np.ndarray) -> None:
+        try:
+            self._append(name, chunk)
+        except OSError as e:
+            if is_no_space(e):
+                raise self._no_space(e) from None
+            raise
+
+    def _append(self, name: str, chunk: np.ndarray) -> None:
         if name not in self.files:
             self.files[name] = open(self.tmp / f"{name}.bin", "wb")
             self.specs[name] = {"dtype": chunk.dtype.str, "shape": [0, *chunk.shape[1:]]}
@@ -61,6 +76,15 @@ class StoreWriter:
         return int(lengths.sum())
 
     def close(self) -> None:
+        try:
+            self._close()
+        except OSError as e:
+            self.abort()
+            if is_no_space(e):
+                raise self._no_space(e) from None
+            raise
+
+    def _close(self) -> None:
         for f in self.files.values():
             f.flush()
             os.fsync(f.fileno())  # on disk before the rename publishes the store
@@ -78,11 +102,13 @@ class StoreWriter:
         os.replace(self.tmp, self.path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        self._lock.close()
 
     def abort(self) -> None:
         for f in self.files.values():
             f.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self._lock.close()
 
     def __enter__(self) -> "StoreWriter":
         return self

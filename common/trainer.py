@@ -72,6 +72,7 @@ from tqdm import tqdm
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.cli import Stopped, UserError
 from common.device import Runtime, rank_seed, rng_state, set_rng_state
+from common.io import NoSpace
 from common.vocab import PAD_ID
 
 Metrics = dict[str, tuple[Tensor, Tensor]]
@@ -240,6 +241,7 @@ class Progress:
     epoch: int = 0
     step_in_epoch: int = 0  # batches of the current epoch already done
     global_step: int = 0
+    tokens_seen: int = 0  # real (non-[PAD]) tokens trained on, all ranks, up to the last step-log point
 
 
 # Settings a resumed run must share with the checkpoint (they shape the trajectory), by option name.
@@ -263,6 +265,15 @@ class Trainer:
     # the metrics to log. Evaluation happens here.
     on_epoch_end: Callable[[int, dict[str, float]], dict[str, Any]] | None = None
     desc: str = "train"
+    # The step log (`step_log`, kept in the checkpoint): every `log_every` steps the mean
+    # training loss since the last point (all ranks), the learning rate and tokens/s; and
+    # every `evaluate_every` steps (0: never) what `evaluate_now()` returns (held-out or
+    # dev metrics, for the curves; epoch ends still go through on_epoch_end). Each point
+    # also goes to `tracker` (TensorBoard / W&B, rank 0) when one is set.
+    log_every: int = 10
+    evaluate_every: int = 0
+    evaluate_now: Callable[[], dict[str, float]] | None = None
+    tracker: Any = None
 
     def __post_init__(self) -> None:
         s, rt = self.settings, self.runtime
@@ -291,8 +302,11 @@ class Trainer:
             self.total_steps = min(self.total_steps, s.max_steps)
         self.warmup_steps = s.warmup_steps(self.total_steps)
         self.history: list[dict[str, Any]] = []
+        self.step_log: list[dict[str, Any]] = []
+        self.window = [0.0, 0, 0]  # this rank's training-loss sum, steps and tokens since the last logged point
         self.epoch_totals: dict[str, list[float]] = {}  # this rank's (sum, count) metrics of the current epoch
         self._checked_gradients = False
+        self.saved_step: int | None = None  # the step of the checkpoint on disk, once there is one
 
     # --- checkpoints -------------------------------------------------------
     def state_dict(self, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -307,16 +321,25 @@ class Trainer:
             "rng": ranks[0]["rng"],  # rank 0's, where older versions kept it
             "ranks": ranks,
             "history": self.history,
+            "step_log": self.step_log,
         }
 
     def _rank_state(self) -> dict[str, Any]:
-        return {"rng": rng_state(self.runtime.device), "totals": {k: list(v) for k, v in self.epoch_totals.items()}}
+        return {"rng": rng_state(self.runtime.device), "totals": {k: list(v) for k, v in self.epoch_totals.items()},
+                "window": list(self.window)}
 
     def save(self) -> None:
         """Write the checkpoint (rank 0); a collective: every rank calls it and hands over its own state."""
         ranks = gather_objects(self._rank_state(), self.runtime)
         if self.runtime.is_main:
-            save_checkpoint(self.checkpoint_path, self.state_dict(ranks))
+            try:
+                save_checkpoint(self.checkpoint_path, self.state_dict(ranks))
+            except NoSpace as e:  # say which step the checkpoint on disk holds, and how to go on from it
+                if self.saved_step is None:
+                    raise NoSpace(e.path, e.reason, "no checkpoint of this run was written yet") from None
+                raise NoSpace(e.path, e.reason, f"the last checkpoint (step {self.saved_step}) is intact",
+                              "run the same command with --resume") from None
+            self.saved_step = self.progress.global_step
 
     def resume(self, state: dict[str, Any] | None = None) -> bool:
         """Continue from `checkpoint_path` (or `state`); returns False when there is none."""
@@ -335,12 +358,15 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
+        self.saved_step = self.progress.global_step
         self.history = list(state.get("history", []))
+        self.step_log = list(state.get("step_log", []))
         rt = self.runtime
         ranks = state.get("ranks") or [{"rng": state["rng"], "totals": {}}]
         if len(ranks) == rt.world_size:
             mine = ranks[rt.rank]
             self.epoch_totals = {k: list(v) for k, v in mine["totals"].items()}
+            self.window = list(mine.get("window", [0.0, 0, 0]))
         else:  # another number of ranks: rank 0 takes all saved sums (their total is what counts)
             if rt.is_main:
                 print(f"warning: {self.checkpoint_path} was written by {len(ranks)} rank(s), this run has "
@@ -386,20 +412,24 @@ class Trainer:
                 bar = tqdm(total=steps_this_epoch, initial=p.step_in_epoch, desc=f"{self.desc} {p.epoch + 1}/{s.epochs}",
                            disable=not rt.is_main, dynamic_ncols=True, mininterval=1.0)
                 t0, tokens, loss_ema = time.perf_counter(), 0, None
-                while p.step_in_epoch < len(plan) and not self._done():
-                    loss, n_tokens = self._step(model, plan[p.step_in_epoch], totals)
-                    p.step_in_epoch += 1
-                    p.global_step += 1
-                    tokens += n_tokens
-                    loss_ema = loss if loss_ema is None else 0.98 * loss_ema + 0.02 * loss
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{tokens * rt.world_size / (time.perf_counter() - t0):,.0f}",
-                                    refresh=False)
-                    if not self._done():  # on the last step, finishing is quicker than stopping
-                        self._stop_if_requested(stop, bar)
-                    if s.save_every and p.global_step % s.save_every == 0 and p.step_in_epoch < len(plan):
-                        self.save()
-                bar.close()
+                with bar:  # closed on any exit, so an error message starts on a line of its own
+                    while p.step_in_epoch < len(plan) and not self._done():
+                        loss, n_tokens = self._step(model, plan[p.step_in_epoch], totals)
+                        p.step_in_epoch += 1
+                        p.global_step += 1
+                        tokens += n_tokens
+                        loss_ema = loss if loss_ema is None else 0.98 * loss_ema + 0.02 * loss
+                        tokens_per_s = tokens * rt.world_size / (time.perf_counter() - t0)
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+                        self.window[0] += loss
+                        self.window[1] += 1
+                        self.window[2] += n_tokens
+                        self._log_point(tokens_per_s)
+                        if not self._done():  # on the last step, finishing is quicker than stopping
+                            self._stop_if_requested(stop, bar)
+                        if s.save_every and p.global_step % s.save_every == 0 and p.step_in_epoch < len(plan):
+                            self.save()
                 elapsed = time.perf_counter() - t0
                 epoch_finished = p.step_in_epoch >= len(plan)
                 train_metrics = reduce_metrics(totals, rt)
@@ -410,6 +440,8 @@ class Trainer:
                 if self.on_epoch_end is not None:
                     row.update(self.on_epoch_end(p.epoch, train_metrics))
                 self.history.append(row)
+                if self.tracker is not None:
+                    self.tracker.log({f"epoch/{k}": v for k, v in row.items() if k not in ("epoch", "step")}, p.global_step)
                 if epoch_finished:
                     p.epoch, p.step_in_epoch = p.epoch + 1, 0
                     self.epoch_totals = {}
@@ -417,6 +449,32 @@ class Trainer:
                 if not self._done() and p.epoch < s.epochs:  # a signal during evaluation: stop before the next epoch
                     self._stop_if_requested(stop)
         return self.history
+
+    def _log_point(self, tokens_per_s: float) -> None:
+        """After a step: at every `log_every`-th step (and the last) a point of the step log (a collective)."""
+        step = self.progress.global_step
+        evaluate_now = self.evaluate_now is not None and self.evaluate_every and step % self.evaluate_every == 0
+        if not (step % self.log_every == 0 or self._done() or evaluate_now):
+            return
+        loss_sum, steps, tokens = self.window
+        if self.runtime.distributed:
+            t = torch.tensor(self.window, dtype=torch.float64, device=self.runtime.device)
+            dist.all_reduce(t)
+            loss_sum, steps, tokens = t.tolist()
+        self.window = [0.0, 0, 0]
+        self.progress.tokens_seen += int(tokens)
+        point: dict[str, Any] = {"step": step, "epoch": round(step / self.steps_per_epoch, 4),
+                                 "tokens": self.progress.tokens_seen, "train_loss": loss_sum / steps,
+                                 "lr": self.settings.lr * lr_factor(step - 1, self.total_steps, self.warmup_steps),
+                                 "tokens_per_s": round(tokens_per_s, 1)}
+        if evaluate_now:
+            point.update(self.evaluate_now())
+        self.step_log.append(point)
+        if self.tracker is not None:
+            names = {"train_loss": "train/loss", "lr": "train/lr", "tokens_per_s": "train/tokens_per_s",
+                     "tokens": "train/tokens"}
+            self.tracker.log({names.get(k, f"eval/{k}"): v for k, v in point.items() if k not in ("step", "epoch")},
+                             step)
 
     def _step(self, model: nn.Module, indices: np.ndarray, totals: dict[str, list[float]]) -> tuple[float, int]:
         s, rt = self.settings, self.runtime

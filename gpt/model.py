@@ -43,9 +43,10 @@ class GPTLMHeadModel(nn.Module):
         """input_ids (B, T), labels (B, T) = input_ids shifted left by one."""
         return lm_loss(self.lm_head, self.trunk(input_ids), labels)
 
-    def logits(self, input_ids: Tensor, cache: KVCache | None = None) -> Tensor:
-        """(B, T) -> next-token logits (B, T, n_vocab); with `cache`, only the new positions are computed."""
-        return self.lm_head(self.trunk(input_ids, cache=cache))
+    def logits(self, input_ids: Tensor, cache: KVCache | None = None, slots: Tensor | None = None) -> Tensor:
+        """(B, T) -> next-token logits (B, T, n_vocab). With `cache`, the tokens go to cache slots `slots` (T,)
+        and attend to what the cache holds: only the new positions are computed."""
+        return self.lm_head(self.trunk(input_ids, cache=cache, slots=slots))
 
 
 class GPTForSequenceClassification(nn.Module):

@@ -190,3 +190,25 @@ def test_readme_table_lists_every_case() -> None:
     assert section, "README.md has no '## Bad input' section"
     rows = {line.split("|")[1].strip() for line in section.group(1).splitlines() if line.startswith("| ")}
     assert {c.label for c in CASES} <= rows, sorted({c.label for c in CASES} - rows)
+
+
+HELP_SCRIPTS = [("gpt", "data.py"), ("gpt", "pretrain.py"), ("gpt", "train.py"), ("gpt", "predict.py"),
+                ("gpt", "generate.py"), ("gpt", "export.py"), ("gpt", "experiment.py"), ("spanbert", "train.py"),
+                ("data", "download.py"), ("data", "kowiki.py"), ("data", "nsmc.py"), ("vocab", "build.py"),
+                (".", "-m common.results"), (".", "-m common.baseline"), (".", "-m common.diagnose")]
+
+
+def test_help_shows_every_default_once(script_env) -> None:
+    """Each option of every script's --help says its default at most once (not "(default: None) (default: None)")."""
+    def help_text(folder: str, script: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *script.split(), "--help"], cwd=REPO_ROOT / folder, env=script_env,
+                              capture_output=True, text=True, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # each mostly waits on imports
+        helps = list(pool.map(lambda fs: help_text(*fs), HELP_SCRIPTS))
+    for (folder, script), done in zip(HELP_SCRIPTS, helps):
+        assert done.returncode == 0, f"{folder}/{script}: {done.stderr[-2000:]}"
+        entries = re.split(r"\n(?=  -)", done.stdout.split("options:", 1)[1])  # one entry per option
+        assert len(entries) > 1, f"{folder}/{script}"
+        for entry in entries:
+            assert entry.count("(default:") <= 1, f"{folder}/{script}: {entry}"

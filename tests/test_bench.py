@@ -76,7 +76,12 @@ def test_report_has_numbers_for_every_case(quick_report: str) -> None:
     for r in table_under(quick_report, "## 3. data.py"):
         assert number(r["data.py peak RSS MB"]) > 0 and number(r["loader peak anonymous RSS MB"]) > 0
     generation = table_under(quick_report, "## 4. Generation")
-    assert len(generation) == 3 and all(number(r["new tokens/s"]) > 0 for r in generation)
+    assert all(number(r["new tokens/s"]) > 0 for r in generation)
+    contenders = {(r["batch"], r["contender"]) for r in generation}
+    for batch in ("1", "8"):  # eager and compiled cache against Hugging Face at both batch sizes
+        for name in ("ours, KV cache", "ours, KV cache, --compile", "HF GPT2LMHeadModel.generate, cache"):
+            assert (batch, name) in contenders, (batch, name)
+    assert ("1", "ours, recompute (no cache)") in contenders and len(generation) == 7
 
     targets = table_under(quick_report, "## Targets")
     assert {t["case"] for t in targets} == {"1a", "1b", "2", "3", "4"}

@@ -8,12 +8,16 @@
 - A SIGTERM to torchrun mid-run stops both ranks after the same step with one
   checkpoint; --resume under torchrun then ends with exactly the weights of an
   uninterrupted 2-rank run, with dropout on: every rank's RNG is checkpointed.
+- Elastic restart: under torchrun --max-restarts 1, a worker killed with SIGKILL
+  makes torchrun restart both; with --resume auto they pick up the newest
+  checkpoint and end with the weights of the uninterrupted run.
 
 torchrun is started as `python -m torch.distributed.run --standalone`, which is
 the c10d rendezvous on localhost with a free port (no fixed port).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -49,6 +53,10 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> subprocess.Comple
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        # torchrun starts each worker in a session of its own: kill them by name, then torchrun's group
+        for pid in descendants(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         os.killpg(process.pid, signal.SIGKILL)
         out, err = process.communicate()
         pytest.fail(f"torchrun timed out after {timeout}s:\n{out[-2000:]}\n{err[-4000:]}")
@@ -88,8 +96,14 @@ def test_two_ranks_give_the_weights_of_one_process(tmp_path: Path, gpt_store: Pa
 
     assert "6 steps of 8" in single.stdout and "6 steps of 8" in dist.stdout  # --batch is the global batch
     assert dist.stdout.count("epoch 1:") == 1 and dist.stdout.count("saved ") == 1  # only rank 0 reports
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist.log.json", "dist.pth", "single.log.json",
-                                                          "single.pth", "tiny.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist.log.json", "dist.pth", "dist.steps.csv",
+                                                          "single.log.json", "single.pth", "single.steps.csv",
+                                                          "tiny.json"]
+    # The step log sums the ranks' losses and tokens: the same points as one process.
+    steps_one, steps_two = read_csv(tmp_path / "single.steps.csv"), read_csv(tmp_path / "dist.steps.csv")
+    assert [(r["step"], r["tokens"]) for r in steps_two] == [(r["step"], r["tokens"]) for r in steps_one] != []
+    assert [float(r["train_loss"]) for r in steps_two] == pytest.approx([float(r["train_loss"]) for r in steps_one],
+                                                                        rel=1e-5)
     assert len(load_checkpoint(tmp_path / "dist.pth")["ranks"]) == 2
     # Sums of the same numbers in another order: equal up to float rounding.
     assert_same_weights(tmp_path / "single.pth", tmp_path / "dist.pth", atol=1e-5, rtol=1e-4)
@@ -158,3 +172,54 @@ def test_unused_parameter_is_named(tmp_path: Path, gpt_store: Path, capsys) -> N
     trainer.fit()
     err = capsys.readouterr().err
     assert "unused.weight, unused.bias" in err and "torchrun" in err
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...)."""
+    found, todo = [], [pid]
+    while todo:
+        children = worker_pids(todo.pop())
+        found += children
+        todo += children
+    return found
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (torchrun's workers), from /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == parent:
+            pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
+def test_elastic_restart_after_a_killed_worker_resumes_on_its_own(tmp_path: Path, gpt_store: Path, sample_vocab: Path,
+                                                                  write_config, run_torchrun, script_env) -> None:
+    """torchrun --max-restarts 1: a worker SIGKILLed mid-run makes torchrun restart both; with --resume auto they
+    continue from the newest checkpoint and end with the weights of an uninterrupted run (dropout on)."""
+    config = write_config(tmp_path / "tiny.json", dropout=0.1)
+    common = ["--input", gpt_store, "--vocab", sample_vocab, "--config", config, "--batch", "8", "--epoch", "1",
+              "--max_steps", "30", "--lr", "1e-3", "--save_every", "2", "--resume", "auto"]
+    run_torchrun(*common, "--save", tmp_path / "reference.pth")
+
+    save = tmp_path / "run.pth"
+    process = subprocess.Popen([*TORCHRUN, "--max-restarts=1", "pretrain.py", *map(str, common), "--save", str(save)],
+                               cwd=REPO_ROOT / "gpt", env=script_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not save.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    workers = worker_pids(process.pid)
+    assert len(workers) == 2, workers
+    os.kill(workers[-1], signal.SIGKILL)
+    done = finish(process, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "resuming at epoch 1" in done.stdout  # the restarted workers found the checkpoint themselves
+    assert "connectFullMesh failed" not in done.stderr  # the restart's rendezvous read no dead worker's address
+    state = load_checkpoint(save)
+    assert state["progress"]["global_step"] == 30
+    assert_same_weights(tmp_path / "reference.pth", save, atol=0, rtol=0)

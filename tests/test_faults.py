@@ -8,12 +8,20 @@
   (same final weights); without a `.prev` it is refused with exit code 2.
 - Saves are atomic: a failed write leaves the old file, and the previous
   checkpoint exists at every instant.
+- A full disk (a file-size limit set with setrlimit, so writes fail as on a full
+  disk) during a checkpoint save, a fine-tuning save and data.py's store: one
+  line naming the file and what is intact, exit code 2, no temporary file left.
+- A second run on the same --save is refused (the lock names the holder); a
+  killed run's lock blocks nothing and its temporaries are removed; --resume auto.
 """
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,7 +31,7 @@ import pytest
 import torch
 
 from common.checkpoint import load_checkpoint, prev_path, save_checkpoint
-from common.io import atomic_open
+from common.io import atomic_open, exclusive_output, lock_path
 from common.paths import REPO_ROOT
 
 # 194 train windows of the sample (--heldout 0.45): 24 steps of 8 per epoch; 30 steps in all, so
@@ -164,3 +172,110 @@ def test_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
             json.dump({"new": 1}, f)
             raise RuntimeError("disk full")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+# --- a full disk, a second run on the same output, leftovers of a killed save --------------------
+
+def file_size_limit(limit: int):
+    """preexec_fn: files may grow to `limit` bytes; a longer write fails with EFBIG ("File too large"),
+    as on a full disk, instead of the SIGXFSZ that would kill the process."""
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def run_limited(script: str, args: list, limit: int, script_env: dict, cwd: Path = REPO_ROOT / "gpt") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, script, *map(str, args)], cwd=cwd, env=script_env, capture_output=True,
+                          text=True, timeout=240, preexec_fn=file_size_limit(limit))
+
+
+def only_error_line(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and done.stderr.strip().splitlines()[-1] == errors[0], done.stderr[-3000:]
+    return errors[0]
+
+
+def temporaries(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".*.tmp"))
+
+
+def test_full_disk_during_a_checkpoint_save_keeps_the_last_one(tmp_path: Path, setup: dict, script_env,
+                                                               run_script) -> None:
+    save = tmp_path / "run.pth"
+    interrupt(save, setup, script_env, signal.SIGTERM)
+    before, step = save.read_bytes(), load_checkpoint(save)["progress"]["global_step"]
+
+    # the resumed run's next save cannot fit: one line saying which checkpoint is intact, nothing replaced
+    done = run_limited("pretrain.py", [*setup["args"], "--save", save, "--resume"], len(before) // 2, script_env)
+    assert only_error_line(done) == (f"error: no space left writing {save} (File too large): the last checkpoint "
+                                     f"(step {step}) is intact; free space, then run the same command with --resume")
+    assert save.read_bytes() == before and temporaries(tmp_path) == []
+    resume(save, setup, run_script)  # "then run the same command with --resume": it ends as if never stopped
+    assert_same_as_reference(save, setup)
+
+
+def test_full_disk_in_fine_tuning_and_in_data_py(tmp_path: Path, sample_corpus: dict, sample_vocab: Path,
+                                                 write_config, run_script, script_env) -> None:
+    config = write_config(tmp_path / "tiny.json", dropout=0.0)
+    args = ["--pretrain", "none", "--vocab", sample_vocab, "--config", config, "--train", sample_corpus["train"],
+            "--test", sample_corpus["test"], "--epoch", "1", "--batch", "16"]
+    full = tmp_path / "full"
+    full.mkdir()
+    done = run_script("train.py", *args, "--save", full / "best.pth", "--results", full / "results.csv")
+    assert done.returncode == 0, done.stderr[-3000:]
+    model_bytes, state_bytes = (full / "best.pth").stat().st_size, (full / "best.state.pth").stat().st_size
+    assert model_bytes < state_bytes  # the training state holds the optimizer's moments too
+
+    # room for the best model, not for the training state written after it: nothing was checkpointed yet
+    out = tmp_path / "out"
+    out.mkdir()
+    done = run_limited("train.py", [*args, "--save", out / "best.pth", "--results", out / "results.csv"],
+                       (model_bytes + state_bytes) // 2, script_env)
+    assert only_error_line(done) == (f"error: no space left writing {out / 'best.state.pth'} (File too large): "
+                                     f"no checkpoint of this run was written yet; free space, then run the same command")
+    assert temporaries(out) == [] and not (out / "results.csv").exists()
+
+    # data.py: the store is written under a temporary name; a failed write leaves no store and no temporary
+    store = tmp_path / "store"
+    done = run_limited("data.py", ["--input", sample_corpus["kowiki"], "--output", store, "--vocab", sample_vocab,
+                                   "--n_seq", "32", "--workers", "1"], 4096, script_env)
+    assert only_error_line(done) == (f"error: no space left writing {store} (File too large): no store was written "
+                                     f"there (the partial one is removed); free space, then run the same command")
+    assert not store.exists() and temporaries(tmp_path) == []
+
+
+def test_a_second_run_on_one_save_is_refused_and_a_dead_ones_lock_is_not(tmp_path: Path, setup: dict,
+                                                                         script_env, run_script) -> None:
+    save = tmp_path / "run.pth"
+    with exclusive_output(save):  # this test process is "the other run"
+        done = run_script("pretrain.py", *setup["args"], "--save", save)
+    assert only_error_line(done) == (f"error: {save} is being written by another run (pid {os.getpid()} on "
+                                     f"{socket.gethostname()}); wait for it to finish, or pass another --save")
+    assert not save.exists()
+
+    # A run killed while it held the lock (and while saving: its temporaries are left) blocks nothing.
+    killed = subprocess.run([sys.executable, "-c", "import os, signal, sys; from common.io import exclusive_output; "
+                             "lock = exclusive_output(sys.argv[1]); lock.__enter__(); os.kill(os.getpid(), signal.SIGKILL)",
+                             str(save)], env=script_env)
+    assert killed.returncode == -signal.SIGKILL and lock_path(save).exists()
+    leftovers = [tmp_path / ".run.pth.k3x9.tmp", tmp_path / ".run.log.json.a1b2.tmp"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half a checkpoint")
+    done = run_script("pretrain.py", *setup["args"], "--save", save)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert all(f"removed {p} (left by a run killed while saving)" in done.stdout for p in leftovers)
+    assert temporaries(tmp_path) == [] and not lock_path(save).exists()  # released and removed at the end
+    assert_same_as_reference(save, setup)
+
+
+def test_resume_auto_continues_a_killed_run(tmp_path: Path, setup: dict, script_env, run_script) -> None:
+    """--resume auto (what torchrun --max-restarts needs) resumes when there is a checkpoint (and starts when
+    there is none: the first attempt of test_distributed.py's elastic restart)."""
+    save = tmp_path / "run.pth"
+    killed = interrupt(save, setup, script_env, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    done = run_script("pretrain.py", *setup["args"], "--save", save, "--resume", "auto")
+    assert done.returncode == 0 and "resuming at epoch" in done.stdout, done.stderr[-3000:]
+    assert_same_as_reference(save, setup)

@@ -12,16 +12,20 @@ from common.pretrain import Subset, heldout_split
 from common.token_store import StoreWriter, TokenStore, token_counts
 from common.vocab import BOS_ID, EOS_ID, PAD_ID
 from gpt.finetune_spec import wrap
-from gpt.generate import filter_logits, generate
+from gpt.generate import filter_logits, generate, generate_batch, pick
 from gpt.model import GPTForSequenceClassification, GPTLMHeadModel, lm_loss
 from gpt.pretrain import WindowDataset, init_lm_bias
 
 CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=64, n_seq=48, dropout=0.0, n_vocab=60)
 
 
-def lm_model() -> GPTLMHeadModel:
+def lm_model(scale: float = 1.0) -> GPTLMHeadModel:
     torch.manual_seed(0)
-    return GPTLMHeadModel(CFG).eval()
+    model = GPTLMHeadModel(CFG).eval()
+    with torch.no_grad():  # scale > 1: weights far from init, so the next token depends on the context
+        for p in model.parameters():
+            p.mul_(scale)
+    return model
 
 
 def classifier(lm: float = 0.0) -> GPTForSequenceClassification:
@@ -29,7 +33,11 @@ def classifier(lm: float = 0.0) -> GPTForSequenceClassification:
     return GPTForSequenceClassification(CFG, lm_coef=lm).eval()
 
 
-@pytest.mark.parametrize("sampling", [dict(temperature=0.0), dict(top_k=5), dict(top_k=0, top_p=0.8)])
+SAMPLINGS = [dict(temperature=0.0), dict(top_k=5), dict(top_k=0, top_p=0.8)]
+PROMPTS = [[BOS_ID, 10, 11, 12], [BOS_ID, 20], [BOS_ID, 30, 31, 32, 33, 34, 35], [BOS_ID, 40, 41]]
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS)
 def test_kv_cache_generation_equals_recomputation(sampling: dict) -> None:
     model = lm_model()
     prompt = [BOS_ID, 10, 11, 12]
@@ -40,15 +48,75 @@ def test_kv_cache_generation_equals_recomputation(sampling: dict) -> None:
     assert runs[0] == runs[1] and len(runs[0]) == 30
 
 
+@pytest.mark.parametrize("sampling", SAMPLINGS)
+def test_batched_kv_cache_generation_equals_each_prompt_recomputed_alone(sampling: dict) -> None:
+    """Prompts of different lengths, left-padded in one cache: each row's tokens are those of the
+    recompute reference, which runs every prompt alone (no padding, no cache); greedy, and sampled
+    from the same noise."""
+    model = lm_model(scale=20.0)
+    runs = []
+    for use_cache in (True, False):
+        g = torch.Generator().manual_seed(5)
+        runs.append(generate_batch(model, PROMPTS, 30, use_cache=use_cache, generator=g, stop_at_eos=False, **sampling))
+    assert runs[0] == runs[1] and [len(r) for r in runs[0]] == [30] * len(PROMPTS)
+    if sampling.get("temperature") == 0:  # greedy: a row alone decodes the same tokens as in the batch
+        assert [generate(model, p, 30, temperature=0.0, stop_at_eos=False) for p in PROMPTS] == runs[0]
+    assert len({tuple(r) for r in runs[0]}) > 1  # the rows are not one row repeated
+
+
+def test_compiled_decode_step_generates_the_recomputed_tokens() -> None:
+    pytest.importorskip("torch._inductor")
+    model = lm_model()
+    compiled = generate_batch(model, PROMPTS[:2], 12, temperature=0.0, stop_at_eos=False, compile=True)
+    assert compiled == generate_batch(model, PROMPTS[:2], 12, temperature=0.0, use_cache=False, stop_at_eos=False)
+
+
+def test_seeded_sampling_is_reproducible_and_the_seed_matters() -> None:
+    model = lm_model()
+
+    def sample(seed: int) -> list[list[int]]:
+        return generate_batch(model, PROMPTS, 20, top_k=10, generator=torch.Generator().manual_seed(seed),
+                              stop_at_eos=False)
+
+    assert sample(7) == sample(7)
+    assert sample(7) != sample(8)
+
+
+def test_generation_stops_each_row_at_its_eos() -> None:
+    """A row ends with its first [EOS]; the others go on to max_len."""
+    model = lm_model()
+    with torch.no_grad():
+        model.lm_head.bias[EOS_ID] = 30.0  # [EOS] always wins...
+    assert generate_batch(model, PROMPTS[:2], 10, temperature=0.0) == [[EOS_ID], [EOS_ID]]
+    with torch.no_grad():
+        model.lm_head.bias[EOS_ID] = -30.0  # ...never wins
+    out = generate_batch(model, PROMPTS[:2], 10, temperature=0.0)
+    assert [len(r) for r in out] == [10, 10] and EOS_ID not in out[0] + out[1]
+
+
+def test_sampling_follows_the_filtered_distribution() -> None:
+    """The exponential race argmax(p / Exponential(1)) samples p: frequencies over many rows match,
+    and tokens filtered out by top_k never come up."""
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0]]).repeat(20000, 1)
+    noise = torch.empty(20000, 3).exponential_(generator=torch.Generator().manual_seed(0))  # top_k: k draws a row
+    counts = torch.bincount(pick(logits, 1.0, 3, 0.0, noise), minlength=5).float()
+    expected = logits[0, :3].softmax(-1)
+    assert counts[3:].sum() == 0
+    torch.testing.assert_close(counts[:3] / counts.sum(), expected, atol=0.015, rtol=0)
+
+
 def test_cached_logits_equal_full_logits() -> None:
     from common.layers import KVCache
 
     model = lm_model()
     ids = torch.tensor([[BOS_ID, 9, 8, 7, 6, 5, 4]])
+    slots = torch.arange(10)
     with torch.no_grad():
         full = model.logits(ids)
-        cache = KVCache.empty(CFG, 1, 10, ids.device, torch.float32)
-        steps = [model.logits(ids[:, :3], cache)] + [model.logits(ids[:, t : t + 1], cache) for t in range(3, 7)]
+        cache = KVCache.empty(CFG, torch.zeros(1, dtype=torch.long), 10, torch.float32)
+        steps = [model.logits(ids[:, :3], cache, slots[:3])] + [model.logits(ids[:, t : t + 1], cache, slots[t : t + 1])
+                                                                  for t in range(3, 7)]
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
 
 

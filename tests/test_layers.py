@@ -72,15 +72,34 @@ def test_padding_tokens_are_not_attended_to() -> None:
 def test_kv_cache_matches_full_recomputation() -> None:
     model = trunk(causal=True, emb_ln=False)
     ids = torch.tensor([[3, 9, 4, 11, 25, 6, 7, 30, 2]])
+    slots = torch.arange(16)
     with torch.no_grad():
         full = model(ids)
-        cache = KVCache.empty(CFG, 1, 16, ids.device, torch.float32)
-        prefix = model(ids[:, :4], cache=cache)  # prefill
-        steps = [model(ids[:, t : t + 1], cache=cache) for t in range(4, 7)]
-        chunk = model(ids[:, 7:9], cache=cache)  # a multi-token chunk after a prefix
+        cache = KVCache.empty(CFG, torch.zeros(1, dtype=torch.long), 16, torch.float32)
+        prefix = model(ids[:, :4], cache=cache, slots=slots[:4])  # prefill
+        steps = [model(ids[:, t : t + 1], cache=cache, slots=slots[t : t + 1]) for t in range(4, 7)]
+        chunk = model(ids[:, 7:9], cache=cache, slots=slots[7:9])  # a multi-token chunk after a prefix
     incremental = torch.cat([prefix, *steps, chunk], dim=1)
     torch.testing.assert_close(incremental, full, atol=1e-5, rtol=1e-5)
-    assert cache.length == 9
+
+
+def test_left_padded_rows_in_the_kv_cache_match_each_row_alone() -> None:
+    """Rows of a batch padded on the left (their positions count from their first real token) get
+    the hidden states each gets alone; the garbage in the padded slots leaks nowhere."""
+    model = trunk(causal=True, emb_ln=False)
+    rows = [[3, 9, 4, 11, 25], [7, 30], [5, 6, 8]]
+    pads = torch.tensor([5 - len(r) for r in rows])
+    ids = torch.tensor([[17] * (5 - len(r)) + r for r in rows])
+    slots = torch.arange(8)
+    with torch.no_grad():
+        cache = KVCache.empty(CFG, pads, 8, torch.float32)
+        prefix = model(ids, cache=cache, slots=slots[:5])
+        step = model(torch.tensor([[12], [13], [14]]), cache=cache, slots=slots[5:6])
+        assert torch.isfinite(prefix).all()  # pad queries attend to themselves, not to nothing
+        for b, r in enumerate(rows):
+            alone = model(torch.tensor([r + [12 + b]]))
+            torch.testing.assert_close(prefix[b, pads[b]:], alone[0, :-1], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(step[b, 0], alone[0, -1], atol=1e-5, rtol=1e-5)
 
 
 def test_sequence_longer_than_n_seq_is_refused() -> None:
