@@ -428,7 +428,7 @@ def report(exp: Experiment, paths: Paths, budget: Budget) -> None:
             if g:
                 mean, std, n = g
                 gains.append(f"| {arm.name} | {size_label(size)} | {mean * 100:+.2f} | "
-                             f"{std * 100:.2f} | {n} |")
+                             f"{f'{std * 100:.2f}' if n > 1 else '- (one seed)'} | {n} |")
     minutes = sum(float(r["minutes"]) for r in rows if r.get("minutes"))
     minutes += sum(sum(r["time_s"] for r in json.loads(paths.log(a).read_text())) / 60
                    for a in exp.arms if paths.log(a).is_file())
