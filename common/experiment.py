@@ -158,10 +158,10 @@ def plan(exp: Experiment, budget: Budget) -> list[tuple[str, object]]:
         steps += runs(SCRATCH, plain, [n]) + runs(first, plain, [n])
     for arm in exp.arms[1:]:
         steps += [("pretrain", arm)] + runs(arm.name, plain, small)
-    for variant in exp.first_arm_only:
-        steps += runs(first, variant, budget.sizes)
     for arm in exp.arms[1:]:
         steps += runs(arm.name, plain, rest)
+    for variant in exp.first_arm_only:
+        steps += runs(first, variant, budget.sizes)
     steps += [("recipe", r) for r in RECIPE]
     return steps
 
@@ -218,13 +218,21 @@ def store_path(exp: Experiment, paths: Paths, arm: Arm, n_seq: int) -> Path:
     return paths.stores / f"{arm.slug}_{exp.folder.name}{n_seq}"
 
 
-def pretrain_arm(exp: Experiment, paths: Paths, arm: Arm, budget: Budget, checkpoint: Path | None = None) -> None:
-    """data.py for the arm's store (kept if built), then pretrain.py at `budget` (resumed if interrupted)."""
+def pretrain_arm(exp: Experiment, paths: Paths, arm: Arm, budget: Budget, checkpoint: Path | None = None,
+                 need_weights: bool = False) -> None:
+    """data.py for the arm's store (kept if built), then pretrain.py at `budget` (resumed if interrupted).
+
+    A finished run is skipped: its log is all the report needs. A fine-tuning run needs the weights too
+    (`need_weights`); they are not in git, so in a fresh checkout the same pretraining runs again."""
     checkpoint = checkpoint or paths.checkpoint(arm)
     log = checkpoint.with_suffix(".log.json")
-    if log.is_file() and json.loads(log.read_text())[-1]["step"] >= budget.pretrain_steps:
+    finished = log.is_file() and json.loads(log.read_text())[-1]["step"] >= budget.pretrain_steps
+    if finished and (checkpoint.exists() or not need_weights):
         print(f"pretraining {_short(str(checkpoint))}: done")
         return
+    if finished:
+        print(f"pretraining {_short(str(checkpoint))}: logged, but its weights are not on disk (a fresh checkout): "
+              f"pretraining it again with the same budget", flush=True)
     store = str(store_path(exp, paths, arm, budget.n_seq))
     text = ["--input", str(paths.kowiki) if arm.kowiki else "none"]
     text += ["--extra", str(paths.train), "--test", str(paths.test)] if arm.reviews else []
@@ -249,7 +257,11 @@ def finetune_run(exp: Experiment, paths: Paths, run: Run, budget: Budget) -> Non
     save = out / "save_best.pth"
     for stale in (save.with_suffix(".state.pth"), save):  # each run starts fresh, not as a resume of the last
         stale.unlink(missing_ok=True)
-    pretrain = "none" if run.arm == SCRATCH else str(paths.checkpoint(_arm(exp, run.arm)))
+    pretrain = "none"
+    if run.arm != SCRATCH:
+        arm = _arm(exp, run.arm)
+        pretrain_arm(exp, paths, arm, budget, need_weights=True)
+        pretrain = str(paths.checkpoint(arm))
     _run([sys.executable, "train.py", "--pretrain", pretrain, *exp.variants[run.variant], "--vocab", str(paths.vocab),
           "--train", str(paths.train), "--test", str(paths.test), "--config", str(paths.config), "--epoch", str(budget.epochs(run.size)), "--batch", str(budget.batch(run.size)),
           "--lr", f"{budget.train_lr:g}", "--warmup", "0.1", "--train_limit", str(run.size), "--seed", str(run.seed),
