@@ -64,6 +64,10 @@ class Experiment:
     variants: dict[str, list[str]]  # fine-tuning variant -> train.py options; the first is the plain one
     # variants run only with the first arm (e.g. GPT's auxiliary LM loss), besides the plain one
     first_arm_only: list[str] = field(default_factory=list)
+    recipe_arm: str = "kowiki"  # the arm whose store the tiny-budget recipe table pretrains on
+
+    def arm(self, name: str) -> Arm:
+        return next(a for a in self.arms if a.name == name)
 
 
 @dataclass
@@ -156,10 +160,8 @@ def plan(exp: Experiment, budget: Budget) -> list[tuple[str, object]]:
     steps += runs(SCRATCH, plain, small) + runs(first, plain, small)
     for n in rest:  # in pairs: a partial experiment never holds a scratch row without its pretrained twin
         steps += runs(SCRATCH, plain, [n]) + runs(first, plain, [n])
-    for arm in exp.arms[1:]:
-        steps += [("pretrain", arm)] + runs(arm.name, plain, small)
-    for arm in exp.arms[1:]:
-        steps += runs(arm.name, plain, rest)
+    for arm in exp.arms[1:]:  # arm by arm: a checkout without the weights pretrains each arm at most once again
+        steps += [("pretrain", arm)] + runs(arm.name, plain, small) + runs(arm.name, plain, rest)
     for variant in exp.first_arm_only:
         steps += runs(first, variant, budget.sizes)
     steps += [("recipe", r) for r in RECIPE]
@@ -167,7 +169,7 @@ def plan(exp: Experiment, budget: Budget) -> list[tuple[str, object]]:
 
 
 # The tiny-budget recipe: each row changes one setting of the experiment's pretraining budget and
-# runs for the same number of tokens (--recipe_tokens) on the last arm's store (kowiki: GPT-1's text).
+# runs for the same number of tokens (--recipe_tokens) on the store of the experiment's recipe_arm.
 RECIPE: list[tuple[str, dict]] = [
     ("as the experiment", {}),
     ("dropout 0.1", {"dropout": 0.1}),
@@ -233,6 +235,8 @@ def pretrain_arm(exp: Experiment, paths: Paths, arm: Arm, budget: Budget, checkp
     if finished:
         print(f"pretraining {_short(str(checkpoint))}: logged, but its weights are not on disk (a fresh checkout): "
               f"pretraining it again with the same budget", flush=True)
+        for stale in (log, checkpoint.with_suffix(STEPS_SUFFIX)):  # the run writes its own; stopped midway, it resumes
+            stale.unlink()
     store = str(store_path(exp, paths, arm, budget.n_seq))
     text = ["--input", str(paths.kowiki) if arm.kowiki else "none"]
     text += ["--extra", str(paths.train), "--test", str(paths.test)] if arm.reviews else []
@@ -259,7 +263,7 @@ def finetune_run(exp: Experiment, paths: Paths, run: Run, budget: Budget) -> Non
         stale.unlink(missing_ok=True)
     pretrain = "none"
     if run.arm != SCRATCH:
-        arm = _arm(exp, run.arm)
+        arm = exp.arm(run.arm)
         pretrain_arm(exp, paths, arm, budget, need_weights=True)
         pretrain = str(paths.checkpoint(arm))
     _run([sys.executable, "train.py", "--pretrain", pretrain, *exp.variants[run.variant], "--vocab", str(paths.vocab),
@@ -267,10 +271,6 @@ def finetune_run(exp: Experiment, paths: Paths, run: Run, budget: Budget) -> Non
           "--lr", f"{budget.train_lr:g}", "--warmup", "0.1", "--train_limit", str(run.size), "--seed", str(run.seed),
           "--item", run.item, "--results", str(out / "results.csv"), "--save", str(save), "--note", note(budget, run),
           *_gpu_args(budget)], exp.folder)
-
-
-def _arm(exp: Experiment, name: str) -> Arm:
-    return next(a for a in exp.arms if a.name == name)
 
 
 def tfidf_run(paths: Paths, run: Run) -> None:
@@ -291,7 +291,7 @@ def run_experiment(exp: Experiment, paths: Paths, budget: Budget, only: str) -> 
                 pretrain_arm(exp, paths, step, budget)
             elif kind == "recipe":
                 name, changes = step
-                pretrain_arm(exp, paths, exp.arms[-1], recipe_budget(budget, changes), recipe_checkpoint(paths, name))
+                pretrain_arm(exp, paths, exp.arm(exp.recipe_arm), recipe_budget(budget, changes), recipe_checkpoint(paths, name))
             elif step.item in done:
                 continue
             elif kind == "tfidf":
@@ -461,7 +461,7 @@ def report(exp: Experiment, paths: Paths, budget: Budget) -> None:
         if gains else "No pair run yet.",
         "![label curve](img/label_curve.svg)",
         f"What helps at a tiny budget: each row changes one setting of the pretraining above and runs for "
-        f"{budget.recipe_tokens / 1e6:.2f}M tokens on the {exp.arms[-1].name} store (held-out loss at another "
+        f"{budget.recipe_tokens / 1e6:.2f}M tokens on the {exp.recipe_arm} store (held-out loss at another "
         f"n_seq is over windows of that length: more context per token):",
         recipe_table(paths, budget),
         *(["![recipe curves](img/pretrain_recipe.svg)"] if recipe else []),
