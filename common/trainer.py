@@ -54,7 +54,6 @@ Distributed training (torchrun; `common.device.setup_runtime` joins the group):
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import sys
 import time
@@ -73,9 +72,9 @@ from common.checkpoint import load_checkpoint, save_checkpoint
 from common.cli import Stopped, UserError
 from common.device import Runtime, rank_seed, rng_state, set_rng_state
 from common.io import NoSpace
+from common.losses import Metrics
 from common.vocab import PAD_ID
 
-Metrics = dict[str, tuple[Tensor, Tensor]]
 StepFn = Callable[[nn.Module, dict[str, Tensor]], tuple[Tensor, Metrics]]
 
 
@@ -522,8 +521,3 @@ def module_state(state: dict[str, Any], name: str) -> dict[str, Tensor]:
     """The `<name>.*` weights of a saved model, with the prefix removed."""
     prefix = f"{name}."
     return {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
-
-
-def perplexity(loss: float) -> float:
-    """Perplexity from a mean cross-entropy (nats), capped to stay printable."""
-    return math.exp(min(loss, 50.0))

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from common.config import ModelConfig
-from common.layers import KVCache, Transformer, last_token, linear_cross_entropy, masked_max, masked_mean
+from common.layers import KVCache, Transformer, last_token, masked_max, masked_mean
+from common.losses import linear_cross_entropy
 from common.vocab import PAD_ID
 
 CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=64, n_seq=16, n_segment=2, dropout=0.0, n_vocab=50)
