@@ -30,7 +30,9 @@ from common.device import Runtime
 from common.finetune import ReviewDataset, length_bucketed_batches
 from common.paths import REPO_ROOT
 from common.token_store import TokenStore
-from common.trainer import make_optimizer, random_batches, to_device
+from common.evaluation import to_device
+from common.train_options import make_optimizer
+from common.trainer import random_batches
 from common.vocab import BOS_ID, PAD_ID
 
 MAX_GRAD_NORM = 1.0  # common/trainer.py's default clipping, on both sides

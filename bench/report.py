@@ -127,7 +127,7 @@ def header(r: Results) -> list[str]:
         "  Hugging Face's MLM heads score every position, ours only the masked ones, so per real token",
         "  they execute more FLOPs. % of matmul rate = GFLOP/s / the measured matmul rate below.",
         "- Fine-tuning and pretraining steps are forward + backward + gradient clipping + AdamW",
-        "  (`common.trainer.make_optimizer`), the same settings on both sides, dropout on, after warm-up steps.",
+        "  (`common.train_options.make_optimizer`), the same settings on both sides, dropout on, after warm-up steps.",
     ]
     if r.quick:
         lines += ["", "> **Quick mode** (`--quick`): the sample corpus, small batches, few repetitions. The numbers",

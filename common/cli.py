@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 class UserError(Exception):
@@ -137,3 +138,33 @@ def run_main(main: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+class StopFlag:
+    """Turns SIGINT/SIGTERM into a request to checkpoint and stop after the current step."""
+
+    def __init__(self, announce: bool = True) -> None:
+        self.requested = False
+        self.signum = signal.SIGTERM.value  # what a rank that got no signal itself reports
+        self.announce = announce  # under torchrun only rank 0 says it
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # second signal: give up at once
+            raise KeyboardInterrupt
+        self.requested, self.signum = True, signum
+        if self.announce:
+            print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping",
+                  file=sys.stderr)
+
+    def __enter__(self) -> "StopFlag":
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[s] = signal.signal(s, self._handle)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from common.checkpoint import check_compatible, load_checkpoint, prev_path, save_checkpoint
+from common.checkpoint import check_compatible, load_checkpoint, module_state, prev_path, save_checkpoint
 from common.cli import (UserError, make_parser, non_negative_int, positive_int, require_file, require_output_dir,
                         run_main)
 from common.config import ModelConfig, load_config
@@ -31,10 +31,11 @@ from common.corpus import NSMC_DEV_SIZE, labelled_subset, nsmc_split, read_nsmc_
 from common.device import Runtime, seed_everything, setup_runtime
 from common.io import exclusive_output
 from common.paths import DEFAULT_VOCAB, NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel
-from common.pretrain import add_common_training_args, settings_from_args
 from common.tracking import check_tracker, open_tracker
 from common.results import append_result, update_report, write_csv
-from common.trainer import TrainSettings, Trainer, evaluate, module_state
+from common.evaluation import evaluate
+from common.train_options import TrainSettings, add_common_training_args, settings_from_args
+from common.trainer import Trainer
 from common.vocab import PAD_ID, Vocab, load_vocab
 
 

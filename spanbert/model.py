@@ -13,7 +13,7 @@ The pretraining loss is L_MLM + L_SBO, both averaged over the masked tokens.
 
 Names follow the paper (span boundary, offset) and Hugging Face's BERT classes;
 the trunk is `common.encoder.BertModel`, named `trunk` so that fine-tuning loads
-it with `common.trainer.module_state`.
+it with `common.checkpoint.module_state`.
 """
 from __future__ import annotations
 

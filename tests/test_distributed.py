@@ -35,7 +35,8 @@ from common.device import Runtime
 from common.paths import REPO_ROOT
 from common.results import read_csv
 from common.token_store import TokenStore
-from common.trainer import Trainer, TrainSettings, random_batches
+from common.train_options import TrainSettings
+from common.trainer import Trainer, random_batches
 from gpt.model import GPTLMHeadModel
 from gpt.pretrain import WindowDataset
 

@@ -14,7 +14,8 @@ from common.cli import UserError
 from common.config import ModelConfig
 from common.device import Runtime, seed_everything, select_device
 from common.token_store import StoreWriter, TokenStore
-from common.trainer import Trainer, TrainSettings, forward_step, lr_factor, random_batches
+from common.train_options import TrainSettings, lr_factor
+from common.trainer import Trainer, random_batches
 from gpt.model import GPTLMHeadModel
 from gpt.pretrain import WindowDataset
 
@@ -30,12 +31,12 @@ def store(tmp_path: Path) -> TokenStore:
     return TokenStore(tmp_path / "store")
 
 
-def make_trainer(store: TokenStore, ckpt: Path, step_fn=forward_step) -> Trainer:
+def make_trainer(store: TokenStore, ckpt: Path) -> Trainer:
     seed_everything(123)
     data = WindowDataset(store, CFG)
     settings = TrainSettings(epochs=2, batch_size=8, lr=1e-3, warmup=2, seed=5, save_every=3)
     return Trainer(GPTLMHeadModel(CFG), data, lambda e: random_batches(len(data), 8, 5, e), settings,
-                   Runtime(torch.device("cpu")), ckpt, step_fn=step_fn)
+                   Runtime(torch.device("cpu")), ckpt)
 
 
 def test_store_round_trip(store: TokenStore, tmp_path: Path) -> None:
@@ -61,13 +62,13 @@ def test_resume_after_interruption_gives_identical_weights(store: TokenStore, tm
 
     calls = {"n": 0}
 
-    def interrupting_step(model, batch):
+    def interrupting_step(model, inputs):  # a forward pre-hook: one call per training step here
         calls["n"] += 1
         if calls["n"] == 7:  # mid-epoch 1 (5 steps per epoch): as if the user pressed Ctrl-C
             os.kill(os.getpid(), signal.SIGINT)
-        return forward_step(model, batch)
 
-    first = make_trainer(store, tmp_path / "run.pth", interrupting_step)
+    first = make_trainer(store, tmp_path / "run.pth")
+    first.model.register_forward_pre_hook(interrupting_step)
     with pytest.raises(UserError, match="resume"):
         first.fit()
     assert load_checkpoint(tmp_path / "run.pth")["progress"]["global_step"] == 7
