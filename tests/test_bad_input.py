@@ -195,7 +195,7 @@ def test_readme_table_lists_every_case() -> None:
 HELP_SCRIPTS = [("gpt", "data.py"), ("gpt", "pretrain.py"), ("gpt", "train.py"), ("gpt", "predict.py"),
                 ("gpt", "generate.py"), ("gpt", "export.py"), ("gpt", "experiment.py"), ("spanbert", "train.py"),
                 ("data", "download.py"), ("data", "kowiki.py"), ("data", "nsmc.py"), ("vocab", "build.py"),
-                (".", "-m common.results"), (".", "-m common.baseline"), (".", "-m common.diagnose")]
+                (".", "-m common.results"), (".", "-m common.baseline"), ("gpt", "diagnose.py")]
 
 
 def test_help_shows_every_default_once(script_env) -> None:

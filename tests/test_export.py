@@ -1,6 +1,7 @@
-"""Hugging Face export / import (common/export.py): the exported folder, loaded with
-`from_pretrained`, gives our logits (max abs difference < 1e-4, float32, eval mode) on
-right-padded batches of NSMC reviews, and its tokenizer gives our ids.
+"""Hugging Face export / import (each model folder's export.py, common/export.py and
+common/hf_encoder.py): the exported folder, loaded with `from_pretrained`, gives our
+logits (max abs difference < 1e-4, float32, eval mode) on right-padded batches of
+NSMC reviews, and its tokenizer gives our ids.
 
 Every model is checked twice: with every parameter redrawn at random (biases and
 LayerNorms included, so that no mapping hides behind a zero or a one) and after a
@@ -24,19 +25,24 @@ from common.cli import UserError  # noqa: E402
 from common.config import ModelConfig  # noqa: E402
 from common.corpus import read_nsmc_tsv  # noqa: E402
 from common.encoder import BertModel, wrap_cls_sep  # noqa: E402
-from common.export import LM_BIAS_FILE, export_checkpoint, import_bert, require_transformers  # noqa: E402
+from common.export import export_checkpoint, require_transformers  # noqa: E402
+from common.hf_encoder import bert_hf_config, import_bert  # noqa: E402
 from common.layers import masked_mean  # noqa: E402
 from common.paths import REPO_ROOT, SAMPLE_DIR  # noqa: E402
 from common.vocab import EOS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES, load_vocab, normalize_text  # noqa: E402
+from bert.export import SPEC as BERT_EXPORT  # noqa: E402
 from bert.model import BertForPreTraining, BertForSequenceClassification  # noqa: E402
+from gpt.export import LM_BIAS_FILE, SPEC as GPT_EXPORT  # noqa: E402
 from gpt.finetune_spec import wrap as gpt_wrap  # noqa: E402
 from gpt.model import GPTForSequenceClassification, GPTLMHeadModel  # noqa: E402
+from spanbert.export import SPEC as SPANBERT_EXPORT  # noqa: E402
 from spanbert.model import SpanBertForPreTraining, SpanBertForSequenceClassification  # noqa: E402
 
 TOL = 1e-4
 BERT_CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=64, n_seq=48, n_segment=2, dropout=0.1)
 GPT_CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=128, n_seq=48, dropout=0.1)  # OpenAIGPT: d_ff = 4 d
 WEIGHTS = ["random", "trained"]
+EXPORTS = {spec.name: spec for spec in (GPT_EXPORT, BERT_EXPORT, SPANBERT_EXPORT)}  # by the model name in a kind
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +94,7 @@ def export(model: nn.Module, kind: str, vocab, tmp_path: Path, options: dict | N
     ckpt, out = tmp_path / f"{kind}.pth", tmp_path / f"{kind}-hf"
     save_checkpoint(ckpt, {"kind": kind, "config": model.cfg.to_dict(), "options": options or {},
                            "vocab": {"fingerprint": vocab.fingerprint, "size": len(vocab)}, "model": model.state_dict()})
-    export_checkpoint(ckpt, vocab.path, out)
+    export_checkpoint(EXPORTS[kind.rsplit("-", 1)[0]], ckpt, vocab.path, out)
     return out
 
 
@@ -309,7 +315,7 @@ def test_bert_export_import_round_trip(vocab, tmp_path, n_segment):
     cfg = ModelConfig(**{**BERT_CFG.to_dict(), "n_segment": n_segment}).with_vocab(len(vocab))
     model = BertForPreTraining(cfg)
     randomize(model)
-    state = import_bert(export(model, "bert-pretrain", vocab, tmp_path), vocab)
+    state = import_bert(export(model, "bert-pretrain", vocab, tmp_path), vocab, name="bert")
     assert state["kind"] == "bert-pretrain" and state["config"] == cfg.to_dict()
     ours = {f"trunk.{k}": v for k, v in model.trunk.state_dict().items()}
     assert state["model"].keys() == ours.keys()
@@ -322,8 +328,6 @@ def test_bert_export_import_round_trip(vocab, tmp_path, n_segment):
 
 def test_import_fresh_hf_bert(vocab, reviews, tmp_path):
     """A BertModel made by transformers (every weight random) -> our BertModel: same outputs."""
-    from common.export import bert_hf_config
-
     hf = transformers.BertModel(bert_hf_config(BERT_CFG.with_vocab(len(vocab))))
     randomize(hf)
     hf.eval().save_pretrained(tmp_path / "hf")
@@ -347,12 +351,12 @@ def test_import_refuses_other_vocab_and_models(vocab, tmp_path):
     BertConfig(vocab_size=len(vocab) + 1, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                intermediate_size=64).save_pretrained(tmp_path / "bert")
     with pytest.raises(UserError, match="vocab_size"):
-        import_bert(tmp_path / "bert", vocab)
+        import_bert(tmp_path / "bert", vocab, name="bert")
     OpenAIGPTConfig(vocab_size=len(vocab)).save_pretrained(tmp_path / "gpt")
     with pytest.raises(UserError, match="not BERT"):
-        import_bert(tmp_path / "gpt", vocab)
+        import_bert(tmp_path / "gpt", vocab, name="bert")
     with pytest.raises(UserError, match="no config.json"):
-        import_bert(tmp_path / "absent", vocab)
+        import_bert(tmp_path / "absent", vocab, name="bert")
 
 
 # --- command line ---------------------------------------------------------------------
