@@ -37,6 +37,7 @@ from common.experiment_plan import (SCRATCH, Arm, Budget, Experiment, Paths, Run
                                     recipe_checkpoint, store_path)
 from common.experiment_report import report
 from common.paths import DATA_DIR, DEFAULT_VOCAB, KOWIKI_JSON, NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel
+from common.plots import STEPS_SUFFIX
 from common.results import append_result, read_csv
 
 
@@ -75,6 +76,8 @@ def pretrain_arm(exp: Experiment, paths: Paths, arm: Arm, budget: Budget, checkp
     if finished:
         print(f"pretraining {_short(str(checkpoint))}: logged, but its weights are not on disk (a fresh checkout): "
               f"pretraining it again with the same budget", flush=True)
+        for stale in (log, checkpoint.with_suffix(STEPS_SUFFIX)):  # the run writes its own; stopped midway, it resumes
+            stale.unlink()
     store = str(store_path(exp, paths, arm, budget.n_seq))
     text = ["--input", str(paths.kowiki) if arm.kowiki else "none"]
     text += ["--extra", str(paths.train), "--test", str(paths.test)] if arm.reviews else []
@@ -100,7 +103,7 @@ def finetune_run(exp: Experiment, paths: Paths, run: Run, budget: Budget) -> Non
         stale.unlink(missing_ok=True)
     pretrain = "none"
     if run.arm != SCRATCH:
-        arm = _arm(exp, run.arm)
+        arm = exp.arm(run.arm)
         pretrain_arm(exp, paths, arm, budget, need_weights=True)
         pretrain = str(paths.checkpoint(arm))
     _run([sys.executable, "train.py", "--pretrain", pretrain, *exp.variants[run.variant], "--vocab", str(paths.vocab),
@@ -108,10 +111,6 @@ def finetune_run(exp: Experiment, paths: Paths, run: Run, budget: Budget) -> Non
           "--lr", f"{budget.train_lr:g}", "--warmup", "0.1", "--train_limit", str(run.size), "--seed", str(run.seed),
           "--item", run.item, "--results", str(out / "results.csv"), "--save", str(save), "--note", note(budget, run),
           *_gpu_args(budget)], exp.folder)
-
-
-def _arm(exp: Experiment, name: str) -> Arm:
-    return next(a for a in exp.arms if a.name == name)
 
 
 def tfidf_run(paths: Paths, run: Run) -> None:
@@ -132,7 +131,7 @@ def run_experiment(exp: Experiment, paths: Paths, budget: Budget, only: str) -> 
                 pretrain_arm(exp, paths, step, budget)
             elif kind == "recipe":
                 name, changes = step
-                pretrain_arm(exp, paths, exp.arms[-1], recipe_budget(budget, changes), recipe_checkpoint(paths, name))
+                pretrain_arm(exp, paths, exp.arm(exp.recipe_arm), recipe_budget(budget, changes), recipe_checkpoint(paths, name))
             elif step.item in done:
                 continue
             elif kind == "tfidf":

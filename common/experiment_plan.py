@@ -29,6 +29,10 @@ class Experiment:
     variants: dict[str, list[str]]  # fine-tuning variant -> train.py options; the first is the plain one
     # variants run only with the first arm (e.g. GPT's auxiliary LM loss), besides the plain one
     first_arm_only: list[str] = field(default_factory=list)
+    recipe_arm: str = "kowiki"  # the arm whose store the tiny-budget recipe table pretrains on
+
+    def arm(self, name: str) -> Arm:
+        return next(a for a in self.arms if a.name == name)
 
 
 @dataclass
@@ -121,10 +125,8 @@ def plan(exp: Experiment, budget: Budget) -> list[tuple[str, object]]:
     steps += runs(SCRATCH, plain, small) + runs(first, plain, small)
     for n in rest:  # in pairs: a partial experiment never holds a scratch row without its pretrained twin
         steps += runs(SCRATCH, plain, [n]) + runs(first, plain, [n])
-    for arm in exp.arms[1:]:
-        steps += [("pretrain", arm)] + runs(arm.name, plain, small)
-    for arm in exp.arms[1:]:
-        steps += runs(arm.name, plain, rest)
+    for arm in exp.arms[1:]:  # arm by arm: a checkout without the weights pretrains each arm at most once again
+        steps += [("pretrain", arm)] + runs(arm.name, plain, small) + runs(arm.name, plain, rest)
     for variant in exp.first_arm_only:
         steps += runs(first, variant, budget.sizes)
     steps += [("recipe", r) for r in RECIPE]
@@ -132,7 +134,7 @@ def plan(exp: Experiment, budget: Budget) -> list[tuple[str, object]]:
 
 
 # The tiny-budget recipe: each row changes one setting of the experiment's pretraining budget and
-# runs for the same number of tokens (--recipe_tokens) on the last arm's store (kowiki: GPT-1's text).
+# runs for the same number of tokens (--recipe_tokens) on the store of the experiment's recipe_arm.
 RECIPE: list[tuple[str, dict]] = [
     ("as the experiment", {}),
     ("dropout 0.1", {"dropout": 0.1}),

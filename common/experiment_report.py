@@ -175,7 +175,7 @@ def report(exp: Experiment, paths: Paths, budget: Budget) -> None:
         if gains else "No pair run yet.",
         "![label curve](img/label_curve.svg)",
         f"What helps at a tiny budget: each row changes one setting of the pretraining above and runs for "
-        f"{budget.recipe_tokens / 1e6:.2f}M tokens on the {exp.arms[-1].name} store (held-out loss at another "
+        f"{budget.recipe_tokens / 1e6:.2f}M tokens on the {exp.recipe_arm} store (held-out loss at another "
         f"n_seq is over windows of that length: more context per token):",
         recipe_table(paths, budget),
         *(["![recipe curves](img/pretrain_recipe.svg)"] if recipe else []),

@@ -3,8 +3,8 @@
 Three pretrainings at one token budget, each a token store of data.py:
 - reviews: the NSMC train split's review text alone (task-adaptive pretraining,
   Gururangan et al. 2020; the dev split is left out, the test file refused);
-- kowiki+reviews: the Wikipedia slice with the review text in front;
-- kowiki: the Wikipedia slice alone, as GPT-1's recipe (out-of-domain text).
+- kowiki: the Wikipedia slice alone, as GPT-1's recipe (out-of-domain text);
+- kowiki+reviews: the Wikipedia slice with the review text in front.
 Then train.py from scratch and from each, along the label curve, and with GPT-1's
 auxiliary LM loss (--lm 0.5) from the first. See common/experiment_plan.py.
 
@@ -20,8 +20,8 @@ from common.experiment_plan import Arm, Experiment
 EXPERIMENT = Experiment(
     folder=Path(__file__).resolve().parent,
     arms=[Arm("reviews", kowiki=False, reviews=True),
-          Arm("kowiki+reviews", kowiki=True, reviews=True),
-          Arm("kowiki", kowiki=True, reviews=False)],
+          Arm("kowiki", kowiki=True, reviews=False),
+          Arm("kowiki+reviews", kowiki=True, reviews=True)],
     variants={"lm0": ["--lm", "0"], "lm0.5": ["--lm", "0.5"]},
     first_arm_only=["lm0.5"],
 )
