@@ -24,8 +24,8 @@ from common.config import ModelConfig
 from common.encoder import BertModel, MLMHead, masked_lm_loss
 from common.layers import LMHead, init_weights, masked_max, masked_mean
 from common.losses import Metrics, classification_loss
+from common.masking import MAX_SPAN_WORDS
 from common.vocab import PAD_ID
-from spanbert.data import MAX_SPAN_WORDS
 
 # Spans are drawn in whole words, at most MAX_SPAN_WORDS of them (the paper's clip),
 # but a word is one or more SentencePiece pieces, so offsets inside a span are
