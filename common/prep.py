@@ -17,12 +17,13 @@ from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 from tqdm import tqdm
 
 from common.cli import UserError, make_parser, positive_int
 from common.corpus import nsmc_split, read_nsmc_json
 from common.paths import DEFAULT_VOCAB, KOWIKI_JSON, NSMC_TEST_JSON, rel
-from common.vocab import Vocab
+from common.vocab import Vocab, load_vocab
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -39,6 +40,14 @@ def data_parser(description: str, default_output: Path, n_seq: int) -> argparse.
     parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="tokenizer processes")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     return parser
+
+
+def load_store_vocab(vocab_path: str | os.PathLike) -> Vocab:
+    """The vocab of a token store: the stores keep ids as uint16, so it must hold at most 65,535 pieces."""
+    vocab = load_vocab(vocab_path)
+    if len(vocab) > np.iinfo(np.uint16).max:
+        raise UserError(f"{vocab_path} has {len(vocab)} pieces: more than uint16 holds (use a vocab under 65,536)")
+    return vocab
 
 
 def add_review_text_args(parser: argparse.ArgumentParser) -> None:

@@ -26,9 +26,9 @@ import numpy as np
 from common.cli import UserError, probability, run_main
 from common.masking import GEOMETRIC_P, MAX_SPAN_WORDS, choose_spans, word_spans, word_start_table
 from common.paths import DATA_DIR
-from common.prep import check_output, data_parser, tokenized_articles
+from common.prep import check_output, data_parser, load_store_vocab, tokenized_articles
 from common.token_store import StoreWriter, TokenStore
-from common.vocab import CLS_ID, SEP_ID, load_vocab
+from common.vocab import CLS_ID, SEP_ID
 
 DEFAULT_OUTPUT = DATA_DIR / "kowiki_spanbert"
 
@@ -52,9 +52,7 @@ def segments(ids: np.ndarray, max_tokens: int, word_starts: np.ndarray) -> Itera
 # --- the store ---------------------------------------------------------------------------
 
 def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: int, mask_prob: float = 0.15) -> dict:
-    vocab = load_vocab(vocab_path)
-    if len(vocab) > np.iinfo(np.uint16).max:
-        raise UserError(f"{vocab_path} has {len(vocab)} pieces: more than uint16 holds (use a vocab under 65,536)")
+    vocab = load_store_vocab(vocab_path)
     if n_seq < 3:
         raise UserError(f"--n_seq {n_seq} is too short for [CLS] tokens [SEP]; use at least 3")
     word_starts = word_start_table(vocab)
@@ -63,24 +61,16 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
             "max_span_words": MAX_SPAN_WORDS, "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab)}
     with StoreWriter(output, meta) as store:
         store.append("word_starts", word_starts.astype(np.uint8))
-        pending: list[np.ndarray] = []
 
-        def flush() -> None:
-            counts["n_tokens"] += store.append_instances(pending)
-            pending.clear()
+        def instances() -> Iterator[tuple[np.ndarray, dict]]:
+            for paragraphs in tokenized_articles(input_path, vocab_path, workers):
+                ids = np.asarray([t for p in paragraphs for t in p], dtype=np.int64)
+                if len(ids):
+                    counts["n_articles"] += 1
+                    for segment in segments(ids, n_seq - 2, word_starts):
+                        yield np.concatenate([[CLS_ID], segment, [SEP_ID]]), {}
 
-        for paragraphs in tokenized_articles(input_path, vocab_path, workers):
-            ids = np.asarray([t for p in paragraphs for t in p], dtype=np.int64)
-            if not len(ids):
-                continue
-            counts["n_articles"] += 1
-            for segment in segments(ids, n_seq - 2, word_starts):
-                pending.append(np.concatenate([[CLS_ID], segment, [SEP_ID]]))
-                counts["n_instances"] += 1
-            if len(pending) >= 4096:
-                flush()
-        if pending:
-            flush()
+        counts["n_instances"], counts["n_tokens"] = store.write_instances(instances())
         if counts["n_instances"] == 0:
             raise UserError(f"{input_path} yields no segment (use a bigger corpus)")
         store.meta.update(counts)
