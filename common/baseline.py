@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from common.cli import UserError, make_parser, non_negative_int, run_main
-from common.corpus import NSMC_DEV_SIZE, labelled_subset, nsmc_split, read_nsmc_json
+from common.nsmc import NSMC_DEV_SIZE, labelled_subset, nsmc_split, read_nsmc_json
 from common.paths import NSMC_TEST_JSON, NSMC_TRAIN_JSON, REPO_ROOT, rel
 from common.results import append_result, update_report
 from common.vocab import normalize_text

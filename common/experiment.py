@@ -10,7 +10,7 @@ module runs the whole plan with one budget for every arm, and
    steps x batch x n_seq tokens for every arm (its pretrain.py);
 2. the label curve: train.py from scratch and from each pretraining at
    --sizes labelled reviews (seeds where the set is small), the epoch picked on
-   the one fixed dev set (`common.corpus.nsmc_split`), test scored once;
+   the one fixed dev set (`common.nsmc.nsmc_split`), test scored once;
 3. the TF-IDF baseline on the same labelled reviews.
 
 Every run is a command printed before it runs, and logs a row in

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from common.corpus import NSMC_DEV_SIZE
+from common.nsmc import NSMC_DEV_SIZE
 from common.experiment_plan import (RECIPE, SCRATCH, TFIDF, Budget, Experiment, Paths, item_name, recipe_budget,
                                     recipe_checkpoint, size_label, store_path)
 from common.io import atomic_path

@@ -27,7 +27,7 @@ from common.checkpoint import check_compatible, load_checkpoint, module_state, p
 from common.cli import (UserError, make_parser, non_negative_int, positive_int, require_file, require_output_dir,
                         run_main)
 from common.config import ModelConfig, load_config
-from common.corpus import NSMC_DEV_SIZE, labelled_subset, nsmc_split, read_nsmc_json
+from common.nsmc import NSMC_DEV_SIZE, labelled_subset, nsmc_split, read_nsmc_json
 from common.device import Runtime, seed_everything, setup_runtime
 from common.io import exclusive_output
 from common.paths import DEFAULT_VOCAB, NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel

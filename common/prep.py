@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.cli import UserError, make_parser, positive_int
-from common.corpus import nsmc_split, read_nsmc_json
+from common.nsmc import nsmc_split, read_nsmc_json
 from common.paths import DEFAULT_VOCAB, KOWIKI_JSON, NSMC_TEST_JSON, rel
 from common.vocab import Vocab, load_vocab
 
@@ -60,7 +60,7 @@ def add_review_text_args(parser: argparse.ArgumentParser) -> None:
 
 
 def pretraining_reviews(path: str | os.PathLike, test_path: str | os.PathLike) -> list[str]:
-    """The review texts of an NSMC train file's pool (`common.corpus.nsmc_split`), for pretraining.
+    """The review texts of an NSMC train file's pool (`common.nsmc.nsmc_split`), for pretraining.
 
     Task-adaptive pretraining may read the labelled reviews' text, never the text
     fine-tuning selects on (the dev split) or is scored on (the test file): the dev

@@ -64,7 +64,8 @@ def corpus_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def sample_corpus(tmp_path_factory) -> dict[str, Path]:
-    from common.corpus import iter_wikiextractor, read_nsmc_tsv, skip_reason
+    from common.corpus import iter_wikiextractor, skip_reason
+    from common.nsmc import read_nsmc_tsv
 
     folder = tmp_path_factory.mktemp("sample_corpus")
     with open(folder / "kowiki.json", "w", encoding="utf-8") as f:

@@ -23,7 +23,7 @@ transformers = pytest.importorskip("transformers")
 from common.checkpoint import save_checkpoint  # noqa: E402
 from common.cli import UserError  # noqa: E402
 from common.config import ModelConfig  # noqa: E402
-from common.corpus import read_nsmc_tsv  # noqa: E402
+from common.nsmc import read_nsmc_tsv  # noqa: E402
 from common.encoder import BertModel, wrap_cls_sep  # noqa: E402
 from common.export import export_checkpoint, require_transformers  # noqa: E402
 from common.hf_encoder import bert_hf_config, import_bert  # noqa: E402

@@ -268,7 +268,7 @@ def test_scratch_lm_bias_starts_at_the_log_unigram_of_the_train_reviews() -> Non
 def test_review_text_in_the_pretraining_store_is_the_train_pool_only(tmp_path, sample_corpus, sample_vocab) -> None:
     """data.py --extra: exactly the non-dev reviews of the train file, as [BOS] review [EOS], in front of the
     articles; the dev split (which picks fine-tuning's epoch) is never in the pretraining text."""
-    from common.corpus import nsmc_split, read_nsmc_json
+    from common.nsmc import nsmc_split, read_nsmc_json
     from common.vocab import load_vocab
     from gpt.data import build
 
