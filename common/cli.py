@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from common.paths import DEFAULT_VOCAB, rel
+
 
 class UserError(Exception):
     """A problem the user can fix (bad path, bad value, bad file).
@@ -54,6 +56,14 @@ class _DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
 
 def make_parser(description: str) -> argparse.ArgumentParser:
     return _Parser(description=description, formatter_class=_DefaultsOnce)
+
+
+def add_vocab_option(parser: argparse.ArgumentParser, help: str = "SentencePiece model") -> None:
+    parser.add_argument("--vocab", default=rel(DEFAULT_VOCAB), help=help)
+
+
+def add_gpu_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpu", type=int, default=None, help="GPU index (default: cuda:0 if present, else CPU)")
 
 
 def positive_int(text: str) -> int:

@@ -32,11 +32,11 @@ import sys
 import time
 from pathlib import Path
 
-from common.cli import UserError, make_parser, non_negative_int, positive_int, run_main
+from common.cli import UserError, add_gpu_option, add_vocab_option, make_parser, non_negative_int, positive_int, run_main
 from common.experiment_plan import (SCRATCH, Arm, Budget, Experiment, Paths, Run, plan, recipe_budget,
                                     recipe_checkpoint, store_path)
 from common.experiment_report import report
-from common.paths import DATA_DIR, DEFAULT_VOCAB, KOWIKI_JSON, NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel
+from common.paths import DATA_DIR, KOWIKI_JSON, NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel
 from common.plots import STEPS_SUFFIX
 from common.results import append_result, read_csv
 
@@ -165,7 +165,7 @@ def experiment_main(exp: Experiment) -> None:
                              "length, and on CPU the recompiles cost more than a short run gains)")
     parser.add_argument("--recipe_tokens", type=positive_int, default=1_638_400,
                         help="pretraining tokens of each row of the tiny-budget recipe table")
-    parser.add_argument("--gpu", type=int, default=None, help="GPU index (None: cuda:0 if present, else the CPU)")
+    add_gpu_option(parser)
     parser.add_argument("--only", choices=["all", "report"], default="all",
                         help="report: redraw the README section and plot from the logs, run nothing")
     parser.add_argument("--out", default=rel(exp.folder / "experiment"),
@@ -174,7 +174,7 @@ def experiment_main(exp: Experiment) -> None:
     parser.add_argument("--kowiki", default=rel(KOWIKI_JSON), help="kowiki.json from data/kowiki.py")
     parser.add_argument("--train", default=rel(NSMC_TRAIN_JSON), help="NSMC train file (from data/nsmc.py)")
     parser.add_argument("--test", default=rel(NSMC_TEST_JSON), help="NSMC test file (from data/nsmc.py)")
-    parser.add_argument("--vocab", default=rel(DEFAULT_VOCAB), help="SentencePiece model")
+    add_vocab_option(parser)
     parser.add_argument("--config", default=rel(exp.folder / "config_half.json"), help="model config JSON")
     parser.add_argument("--readme", default=rel(exp.folder / "README.md"), help="README whose experiment section is redrawn")
     args = parser.parse_args()

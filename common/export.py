@@ -37,9 +37,9 @@ import torch
 from torch import Tensor
 
 from common.checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from common.cli import UserError, make_parser, require_file, require_output_dir, run_main
+from common.cli import UserError, add_vocab_option, make_parser, require_file, require_output_dir, run_main
 from common.config import ModelConfig
-from common.paths import DEFAULT_VOCAB, rel
+from common.paths import rel
 from common.vocab import BOS, CLS, EOS, MASK, PAD, SEP, SPECIAL_PIECES, UNK, WORD_MARKER, Vocab, load_vocab
 
 INSTALL_HINT = "pip install -r requirements-extra.txt"
@@ -241,7 +241,7 @@ def export_main(spec: ExportSpec) -> None:
         f"tokenizer, notes)" + (", or import a Hugging Face BertModel folder as a pretrained checkpoint." if can_import else "."))
     parser.add_argument("--model", default=rel(folder / "save_pretrain.pth"),
                         help="checkpoint to export: save_pretrain.pth (pretrain.py) or save_best.pth (train.py)")
-    parser.add_argument("--vocab", default=rel(DEFAULT_VOCAB), help="SentencePiece model the checkpoint was trained with")
+    add_vocab_option(parser, "SentencePiece model the checkpoint was trained with")
     # the default depends on the mode; "%(default).0s" prints nothing and keeps argparse from adding "(default: None)"
     parser.add_argument("--out", default=None,
                         help=f"export: the folder to write (default: {rel(folder / 'hf')})"

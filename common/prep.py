@@ -20,9 +20,9 @@ from typing import TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from common.cli import UserError, make_parser, positive_int
+from common.cli import UserError, add_vocab_option, make_parser, positive_int
 from common.nsmc import nsmc_split, read_nsmc_json
-from common.paths import DEFAULT_VOCAB, KOWIKI_JSON, NSMC_TEST_JSON, rel
+from common.paths import KOWIKI_JSON, NSMC_TEST_JSON, rel
 from common.vocab import Vocab, load_vocab
 
 T = TypeVar("T")
@@ -36,7 +36,7 @@ def data_parser(description: str, default_output: Path, n_seq: int) -> argparse.
     parser.add_argument("--input", default=rel(KOWIKI_JSON), help="kowiki.json from data/kowiki.py")
     parser.add_argument("--output", default=rel(default_output), help="token store folder to write")
     parser.add_argument("--n_seq", type=positive_int, default=n_seq, help="tokens per training instance")
-    parser.add_argument("--vocab", default=rel(DEFAULT_VOCAB), help="SentencePiece model")
+    add_vocab_option(parser)
     parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="tokenizer processes")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     return parser

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from common.checkpoint import prev_path
-from common.cli import UserError, non_negative_int, positive_int
-from common.paths import DEFAULT_VOCAB, rel
+from common.cli import UserError, add_gpu_option, add_vocab_option, non_negative_int, positive_int
+from common.paths import rel
 from common.tracking import add_tracking_args
 
 
@@ -65,7 +65,7 @@ def add_common_training_args(parser: argparse.ArgumentParser, folder: Path, save
                              epoch: int, lr: float) -> None:
     """Options shared by pretrain.py and train.py."""
     parser.add_argument("--config", default=rel(folder / "config_half.json"), help="model config JSON")
-    parser.add_argument("--vocab", default=rel(DEFAULT_VOCAB), help="SentencePiece model")
+    add_vocab_option(parser)
     parser.add_argument("--save", default=rel(folder / save_default), help="checkpoint to write")
     parser.add_argument("--epoch", type=positive_int, default=epoch, help="epochs")
     parser.add_argument("--batch", type=positive_int, default=batch,
@@ -76,7 +76,7 @@ def add_common_training_args(parser: argparse.ArgumentParser, folder: Path, save
     parser.add_argument("--beta2", type=float, default=0.999, help="AdamW beta2 (second-moment decay)")
     parser.add_argument("--grad_accum", type=positive_int, default=1, help="micro-batches per optimizer step")
     parser.add_argument("--max_steps", type=non_negative_int, default=0, help="stop after this many steps (0: no cap)")
-    parser.add_argument("--gpu", type=int, default=None, help="GPU index (default: cuda:0 if present, else CPU)")
+    add_gpu_option(parser)
     parser.add_argument("--seed", type=int, default=42, help="random seed")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step (inductor; CPU or CUDA)")
     parser.add_argument("--resume", nargs="?", const="yes", default="no", choices=RESUME_MODES, metavar="auto",
