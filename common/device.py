@@ -48,6 +48,7 @@ import os
 import random
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -201,3 +202,30 @@ def check_every_parameter_trained(model: nn.Module, runtime: Runtime) -> None:
     if runtime.distributed:
         raise RuntimeError(message + " (DistributedDataParallel needs every trained parameter used)")
     print(f"warning: {message} (harmless here, but training under torchrun would fail)", file=sys.stderr)
+
+
+def restore_rank_state(state: dict, path: Path, runtime: Runtime, seed: int) -> tuple[dict[str, list[float]], list]:
+    """This rank's part of a training checkpoint: (its epoch metric sums, its step-log window), with its RNG
+    restored. Written by another number of ranks, the run goes on but not bit-exactly: rank 0 takes all the
+    saved sums (their total is what counts), and a rank without a saved RNG reseeds from (seed, rank)."""
+    ranks = state.get("ranks") or [{"rng": state["rng"], "totals": {}}]  # older checkpoints: rank 0's RNG only
+    if len(ranks) == runtime.world_size:
+        mine = ranks[runtime.rank]
+        totals = {k: list(v) for k, v in mine["totals"].items()}
+        window = list(mine.get("window", [0.0, 0, 0]))
+    else:
+        if runtime.is_main:
+            print(f"warning: {path} was written by {len(ranks)} rank(s), this run has {runtime.world_size}: the "
+                  f"dropout RNG of the ranks is redistributed, so the run goes on but not bit-exactly as it would "
+                  f"have", file=sys.stderr)
+        mine = ranks[runtime.rank] if runtime.rank < len(ranks) else None
+        totals, window = {}, [0.0, 0, 0]
+        for r in ranks if runtime.is_main else []:
+            for name, (s, c) in r["totals"].items():
+                acc = totals.setdefault(name, [0.0, 0.0])
+                acc[0], acc[1] = acc[0] + float(s), acc[1] + float(c)
+    if mine is not None:
+        set_rng_state(mine["rng"], runtime.device)
+    else:
+        torch.manual_seed(rank_seed(seed, runtime.rank))
+    return totals, window

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,8 +39,8 @@ from tqdm import tqdm
 
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.cli import StopFlag, Stopped, UserError
-from common.device import (Runtime, any_rank, check_every_parameter_trained, gather_objects, rank_seed, rng_state,
-                           set_rng_state)
+from common.device import (Runtime, any_rank, check_every_parameter_trained, gather_objects, rank_seed,
+                           restore_rank_state, rng_state)
 from common.evaluation import Dataset, add_metrics, reduce_metrics, to_device
 from common.io import NoSpace
 from common.train_options import RESUME_OPTIONS, TrainSettings, lr_factor, make_optimizer
@@ -175,26 +174,8 @@ class Trainer:
         self.saved_step = self.progress.global_step
         self.history = list(state.get("history", []))
         self.step_log = list(state.get("step_log", []))
-        rt = self.runtime
-        ranks = state.get("ranks") or [{"rng": state["rng"], "totals": {}}]
-        if len(ranks) == rt.world_size:
-            mine = ranks[rt.rank]
-            self.epoch_totals = {k: list(v) for k, v in mine["totals"].items()}
-            self.window = list(mine.get("window", [0.0, 0, 0]))
-        else:  # another number of ranks: rank 0 takes all saved sums (their total is what counts)
-            if rt.is_main:
-                print(f"warning: {self.checkpoint_path} was written by {len(ranks)} rank(s), this run has "
-                      f"{rt.world_size}: the dropout RNG of the ranks is redistributed, so the run goes on "
-                      f"but not bit-exactly as it would have", file=sys.stderr)
-            mine = ranks[rt.rank] if rt.rank < len(ranks) else None
-            self.epoch_totals = {}
-            if rt.is_main:
-                for r in ranks:
-                    add_metrics(self.epoch_totals, {k: (v[0], v[1]) for k, v in r["totals"].items()})
-        if mine is not None:
-            set_rng_state(mine["rng"], rt.device)
-        else:
-            torch.manual_seed(rank_seed(self.settings.seed, rt.rank))
+        self.epoch_totals, self.window = restore_rank_state(state, self.checkpoint_path, self.runtime,
+                                                            self.settings.seed)
         return True
 
     # --- the loop ------------------------------------------------------------
