@@ -12,7 +12,7 @@ import torch
 from common.checkpoint import load_checkpoint, prev_path, save_checkpoint
 from common.cli import UserError
 from common.config import ModelConfig
-from common.device import Runtime, seed_everything, select_device
+from common.device import Runtime, rank_seed, restore_rank_state, rng_state, seed_everything, select_device
 from common.token_store import StoreWriter, TokenStore
 from common.train_options import TrainSettings, lr_factor
 from common.trainer import Trainer, random_batches
@@ -123,3 +123,22 @@ def test_gpu_selection_errors() -> None:
     assert select_device(None).type in ("cpu", "cuda")
     with pytest.raises(UserError, match="--gpu 7 does not exist"):
         select_device(7)
+
+
+def test_rank_state_of_a_checkpoint_written_by_another_number_of_ranks(capsys) -> None:
+    cpu = torch.device("cpu")
+    saved = [{"rng": rng_state(cpu), "totals": {"loss": [1.0, 2.0]}, "window": [0.5, 1, 10]},
+             {"rng": rng_state(cpu), "totals": {"loss": [3.0, 4.0], "acc": [1.0, 4.0]}, "window": [0.7, 1, 12]}]
+    state = {"ranks": saved}
+    # the same number of ranks: each takes its own sums and window
+    totals, window = restore_rank_state(state, Path("x.pth"), Runtime(cpu, rank=1, world_size=2), seed=3)
+    assert totals == {"loss": [3.0, 4.0], "acc": [1.0, 4.0]} and window == [0.7, 1, 12]
+    # one rank now: it takes every saved sum (their total is what the epoch's averages need)
+    totals, window = restore_rank_state(state, Path("x.pth"), Runtime(cpu), seed=3)
+    assert totals == {"loss": [4.0, 6.0], "acc": [1.0, 4.0]} and window == [0.0, 0, 0]
+    assert "written by 2 rank(s), this run has 1" in capsys.readouterr().err
+    # three ranks now: rank 2 has no saved state; it starts from zero and reseeds from (seed, rank)
+    totals, window = restore_rank_state(state, Path("x.pth"), Runtime(cpu, rank=2, world_size=3), seed=3)
+    assert totals == {} and window == [0.0, 0, 0]
+    expected = torch.Generator().manual_seed(rank_seed(3, 2)).get_state()
+    assert torch.equal(torch.get_rng_state(), expected)
