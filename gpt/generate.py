@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +29,6 @@ from common.layers import KVCache
 from common.paths import DEFAULT_VOCAB, rel
 from common.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab, load_vocab
 from gpt.model import GPTLMHeadModel
-from gpt.finetune_spec import SPEC
 
 
 def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 0.0) -> Tensor:
@@ -199,7 +199,8 @@ def load_lm(path: str, vocab: Vocab, vocab_path: str, runtime: Runtime) -> GPTLM
 def main() -> None:
     parser = make_parser("Sample text from a pretrained GPT (key/value-cached decoding).")
     parser.add_argument("prompt", help="text to continue")
-    parser.add_argument("--model", default=rel(SPEC.folder / "save_pretrain.pth"), help="checkpoint from pretrain.py")
+    parser.add_argument("--model", default=rel(Path(__file__).resolve().parent / "save_pretrain.pth"),
+                        help="checkpoint from pretrain.py")
     parser.add_argument("--vocab", default=rel(DEFAULT_VOCAB), help="SentencePiece model")
     parser.add_argument("--max_len", type=positive_int, default=64, help="tokens to generate")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (0: greedy)")
