@@ -25,14 +25,14 @@ from bench import classic, hf
 from bench.inputs import SCALES, Inputs, StoreBuilder, StoreRun, run_measured
 from bench.timing import (Measurement, interleaved, span_boundary_flops, time_once, trunk_flops,
                           vocab_head_flops)
+from common.batches import length_bucketed_batches, random_batches
 from common.config import ModelConfig, load_config
 from common.device import Runtime
-from common.finetune import ReviewDataset, length_bucketed_batches
 from common.paths import REPO_ROOT
+from common.reviews import ReviewDataset
 from common.token_store import TokenStore
 from common.evaluation import to_device
 from common.train_options import make_optimizer
-from common.trainer import random_batches
 from common.vocab import BOS_ID, PAD_ID
 
 MAX_GRAD_NORM = 1.0  # common/trainer.py's default clipping, on both sides
@@ -134,7 +134,7 @@ def plan_flops(cfg: ModelConfig, lengths: np.ndarray, plan: list[np.ndarray], lm
 
 def finetune_case(ctx: Context, name: str, encoded: list[list[int]], labels: np.ndarray) -> FinetuneResult:
     s, rt = ctx.settings, ctx.runtime
-    spec = importlib.import_module(f"{name}.finetune_spec").SPEC
+    spec = importlib.import_module(f"{name}.train").SPEC
     cfg = ctx.config(name)
     reviews = [np.asarray(spec.wrap(ids, cfg.n_seq), dtype=np.int64) for ids in encoded]
     dataset = ReviewDataset(reviews, labels)
@@ -145,7 +145,7 @@ def finetune_case(ctx: Context, name: str, encoded: list[list[int]], labels: np.
         raise ValueError(f"not one batch of {s.finetune_batch} among {len(dataset)} reviews")
 
     torch.manual_seed(s.seed)
-    model = spec.build_model(cfg, {})  # the defaults of train.py: GPT --lm 0, SpanBERT --logit cls
+    model = spec.build_model(cfg, spec.options())  # the defaults of train.py: GPT --lm 0, SpanBERT --logit cls
     with torch.no_grad():
         model.classifier.bias.zero_()  # OpenAIGPT's score has no bias: start both from the same function
     hf_model, attn = (hf.gpt_classifier if name == "gpt" else hf.bert_classifier)(model, cfg)

@@ -172,7 +172,7 @@ def finetune_section(r: Results) -> list[str]:
     if (missing := not_run(r, "1")) is not None:
         return lines + [""] + missing
     lines += ["", "### 1a. Model against model, identical batches", "",
-              f"The first {s.finetune_batches} batches of our pipeline (length-bucketed, `common.finetune."
+              f"The first {s.finetune_batches} batches of our pipeline (length-bucketed, `common.batches."
               "length_bucketed_batches`) fed as the same tensors to our classifier and to the Hugging Face classifier"
               " of the same shape, loaded with the same weights (the logit difference is measured in eval mode on the"
               " first batch). SpanBERT's classifier is a BERT encoder: its baseline is BertForSequenceClassification.",

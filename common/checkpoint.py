@@ -123,6 +123,15 @@ def check_compatible(state: dict[str, Any], path: str | os.PathLike, config: dic
         raise UserError(f"{path} does not match the config ({shown}); pass the --config it was trained with")
 
 
+def load_compatible(path: str | os.PathLike, config: dict, vocab_fingerprint: str,
+                    vocab_path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint at `path`, refused (one line naming what differs) unless it was trained with
+    `config` and the same vocab: what a resumed run and a fine-tuning start both need."""
+    state = load_checkpoint(path)
+    check_compatible(state, path, config, vocab_fingerprint, vocab_path)
+    return state
+
+
 def module_state(state: dict[str, Any], name: str) -> dict[str, Tensor]:
     """The `<name>.*` weights of a saved model, with the prefix removed."""
     prefix = f"{name}."

@@ -16,19 +16,20 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from common.checkpoint import check_compatible, load_checkpoint
+from common.batches import random_batches
+from common.checkpoint import load_compatible
 from common.cli import UserError, make_parser, non_negative_int, probability, require_output_dir, run_main
 from common.config import ModelConfig, load_config
 from common.device import Runtime, seed_everything, setup_runtime
+from common.evaluation import Dataset, evaluate
 from common.io import exclusive_output, write_json
 from common.layers import count_parameters
 from common.paths import rel
 from common.results import write_csv
 from common.token_store import TokenStore
 from common.tracking import check_tracker, open_tracker
-from common.evaluation import Dataset, evaluate
 from common.train_options import TrainSettings, add_common_training_args, resolve_resume, settings_from_args
-from common.trainer import Trainer, random_batches
+from common.trainer import Trainer
 from common.vocab import Vocab, load_vocab
 
 
@@ -146,9 +147,7 @@ def _pretrain(spec: PretrainSpec, args: argparse.Namespace, settings: TrainSetti
     trainer.log_every, trainer.evaluate_every = args.log_every, args.eval_every
     trainer.evaluate_now = lambda: {f"heldout_{k}": v for k, v in evaluate(model, curve_set, args.batch, runtime).items()}
     if args.resume:
-        state = load_checkpoint(save)
-        check_compatible(state, save, cfg.to_dict(), vocab.fingerprint, args.vocab)
-        trainer.resume(state)
+        trainer.resume(load_compatible(save, cfg.to_dict(), vocab.fingerprint, args.vocab))
     if runtime.is_main:
         print(f"{spec.name}: {count_parameters(model) / 1e6:.1f}M parameters, {len(train_set):,} train / "
               f"{n_heldout:,} held-out instances, {trainer.total_steps:,} steps of {args.batch} on {runtime.device}")

@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from common.batches import BatchPlan
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.cli import StopFlag, Stopped, UserError
 from common.device import (Runtime, any_rank, check_every_parameter_trained, gather_objects, rank_seed,
@@ -45,16 +46,6 @@ from common.evaluation import Dataset, add_metrics, reduce_metrics, to_device
 from common.io import NoSpace
 from common.train_options import RESUME_OPTIONS, TrainSettings, lr_factor, make_optimizer
 from common.vocab import PAD_ID
-
-BatchPlan = Callable[[int], list[np.ndarray]]
-
-
-def random_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True) -> list[np.ndarray]:
-    """A seeded permutation of range(n) cut into batches; the same (seed, epoch) gives the same plan."""
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    stop = (n // batch_size) * batch_size if drop_last else n
-    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
-
 
 @dataclass
 class Progress:

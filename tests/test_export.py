@@ -33,8 +33,8 @@ from common.vocab import EOS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES, load_v
 from bert.export import SPEC as BERT_EXPORT  # noqa: E402
 from bert.model import BertForPreTraining, BertForSequenceClassification  # noqa: E402
 from gpt.export import LM_BIAS_FILE, SPEC as GPT_EXPORT  # noqa: E402
-from gpt.finetune_spec import wrap as gpt_wrap  # noqa: E402
 from gpt.model import GPTForSequenceClassification, GPTLMHeadModel  # noqa: E402
+from gpt.train import wrap as gpt_wrap  # noqa: E402
 from spanbert.export import SPEC as SPANBERT_EXPORT  # noqa: E402
 from spanbert.model import SpanBertForPreTraining, SpanBertForSequenceClassification  # noqa: E402
 
@@ -57,7 +57,7 @@ def reviews() -> list[str]:
 
 
 def pad(seqs: list[list[int]]) -> tuple[Tensor, Tensor]:
-    """Right-padded (ids, attention_mask), as common.finetune.ReviewDataset.collate."""
+    """Right-padded (ids, attention_mask), as common.reviews.ReviewDataset.collate."""
     x = torch.full((len(seqs), max(map(len, seqs))), PAD_ID, dtype=torch.long)
     for i, s in enumerate(seqs):
         x[i, : len(s)] = torch.tensor(s)
