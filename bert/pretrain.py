@@ -42,14 +42,9 @@ class PretrainingDataset(MaskedSegmentDataset):
         }
 
 
-def format_metrics(m: dict[str, float]) -> str:
-    return (f"loss {m['loss']:.3f} | mlm loss {m['mlm_loss']:.3f} acc {m['mlm_acc']:.3f} | "
-            f"nsp loss {m['nsp_loss']:.3f} acc {m['nsp_acc']:.3f}")
-
-
 SPEC = PretrainSpec(
     name="bert", folder=Path(__file__).resolve().parent, default_input=DEFAULT_OUTPUT,
-    build_model=BertForPreTraining, open_dataset=PretrainingDataset, format_metrics=format_metrics,
+    build_model=BertForPreTraining, open_dataset=PretrainingDataset,
     default_lr=1e-4, default_batch=64, default_epoch=20,
 )
 

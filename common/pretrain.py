@@ -59,12 +59,18 @@ class PretrainSpec:
     default_input: Path  # token store written by data.py
     build_model: Callable[[ModelConfig], nn.Module]  # a `.trunk`; forward(**batch) -> (loss, metrics)
     open_dataset: Callable[[TokenStore, ModelConfig], Dataset]
-    format_metrics: Callable[[dict[str, float]], str]
+    format_metrics: Callable[[dict[str, float]], str] = lambda m: format_head_metrics(m)
     # optional: initialize from the training data (not the held-out slice) before step 1; skipped on --resume
     init_from_data: Callable[[nn.Module, Subset], None] | None = None
     default_lr: float = 1e-4
     default_batch: int = 64
     default_epoch: int = 20
+
+
+def format_head_metrics(m: dict[str, float]) -> str:
+    """`loss L | mlm loss L acc A | nsp loss L acc A`: the total loss, then each head's loss and accuracy."""
+    heads = sorted(k.removesuffix("_loss") for k in m if k.endswith("_loss"))
+    return " | ".join([f"loss {m['loss']:.3f}", *(f"{h} loss {m[f'{h}_loss']:.3f} acc {m[f'{h}_acc']:.3f}" for h in heads)])
 
 
 CURVE_INSTANCES = 256  # held-out instances of each point of the curve: a few seconds, the same ones each time

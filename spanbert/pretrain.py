@@ -31,14 +31,9 @@ class PretrainingDataset(MaskedSegmentDataset):
         return {k: torch.from_numpy(v) for k, v in batch.items()}
 
 
-def format_metrics(m: dict[str, float]) -> str:
-    return (f"loss {m['loss']:.3f} | mlm loss {m['mlm_loss']:.3f} acc {m['mlm_acc']:.3f} | "
-            f"sbo loss {m['sbo_loss']:.3f} acc {m['sbo_acc']:.3f}")
-
-
 SPEC = PretrainSpec(
     name="spanbert", folder=Path(__file__).resolve().parent, default_input=DEFAULT_OUTPUT,
-    build_model=SpanBertForPreTraining, open_dataset=PretrainingDataset, format_metrics=format_metrics,
+    build_model=SpanBertForPreTraining, open_dataset=PretrainingDataset,
     default_lr=1e-4, default_batch=64, default_epoch=20,
 )
 
