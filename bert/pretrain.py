@@ -45,7 +45,6 @@ class PretrainingDataset(MaskedSegmentDataset):
 SPEC = PretrainSpec(
     name="bert", folder=Path(__file__).resolve().parent, default_input=DEFAULT_OUTPUT,
     build_model=BertForPreTraining, open_dataset=PretrainingDataset,
-    default_lr=1e-4, default_batch=64, default_epoch=20,
 )
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ class PretrainingDataset(MaskedSegmentDataset):
 SPEC = PretrainSpec(
     name="spanbert", folder=Path(__file__).resolve().parent, default_input=DEFAULT_OUTPUT,
     build_model=SpanBertForPreTraining, open_dataset=PretrainingDataset,
-    default_lr=1e-4, default_batch=64, default_epoch=20,
 )
 
 if __name__ == "__main__":

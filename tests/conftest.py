@@ -8,6 +8,7 @@
   data/kowiki.py) and NSMC ratings_train.json / ratings_test.json, once per session.
 - `gpt_store`: GPT's token store of `sample_corpus` with `sample_vocab`, n_seq 32 (353 windows).
 - `write_config(path, **changes)`: a tiny GPT config (`TINY_GPT`, n_seq 32) written to `path`.
+- `padded(seqs)`: token lists as a right-padded batch (input_ids, attention_mask).
 - `run_script(script, *args, cwd=...)`: a repository script as a subprocess, as a user runs it,
   in `script_env`: this checkout on the path, CPU only, one thread (tiny models; threads would only contend).
 """
@@ -115,3 +116,20 @@ def run_script(script_env: dict[str, str]):
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def padded():
+    """`padded(seqs)` -> (input_ids right-padded with [PAD], attention_mask): token lists as a model batch."""
+    import torch
+
+    from common.vocab import PAD_ID
+
+    def pad(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        T = max(map(len, seqs))
+        ids = torch.full((len(seqs), T), PAD_ID)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+        return ids, (ids != PAD_ID).long()
+
+    return pad
