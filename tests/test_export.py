@@ -89,6 +89,15 @@ def train_briefly(model: nn.Module, loss_fn, steps: int = 12, lr: float = 3e-3) 
         opt.step()
 
 
+def set_weights(model: nn.Module, weights: str, loss_fn) -> None:
+    """The weights a parity test compares on ("random" or briefly trained), then eval mode."""
+    if weights == "random":
+        randomize(model)
+    else:
+        train_briefly(model, loss_fn)
+    model.eval()
+
+
 def export(model: nn.Module, kind: str, vocab, tmp_path: Path, options: dict | None = None) -> Path:
     """Save `model` as our checkpoint (as pretrain.py / train.py do), then export it."""
     ckpt, out = tmp_path / f"{kind}.pth", tmp_path / f"{kind}-hf"
@@ -123,14 +132,11 @@ def mlm_pretrain_batch(x: Tensor, m: Tensor, step: int) -> tuple[Tensor, Tensor,
 def test_gpt_lm_parity(vocab, reviews, tmp_path, weights):
     data = batches(vocab, reviews, gpt_wrap, GPT_CFG.n_seq)
     model = GPTLMHeadModel(GPT_CFG.with_vocab(len(vocab)))
-    if weights == "random":
-        randomize(model)
-    else:
-        def loss(step: int) -> Tensor:
-            x, m = data[step % len(data)]
-            return model(x[:, :-1], x[:, 1:].masked_fill(m[:, 1:] == 0, PAD_ID))[0]
-        train_briefly(model, loss)
-    model.eval()
+
+    def loss(step: int) -> Tensor:
+        x, m = data[step % len(data)]
+        return model(x[:, :-1], x[:, 1:].masked_fill(m[:, 1:] == 0, PAD_ID))[0]
+    set_weights(model, weights, loss)
     out_dir = export(model, "gpt-pretrain", vocab, tmp_path)
     hf = transformers.OpenAIGPTLMHeadModel.from_pretrained(out_dir).eval()
     bias = torch.load(out_dir / LM_BIAS_FILE, weights_only=True)["lm_head.bias"]  # OpenAIGPT's lm_head has none
@@ -146,14 +152,11 @@ def test_gpt_classifier_parity(vocab, reviews, tmp_path, weights):
     """OpenAIGPTForSequenceClassification classifies the last non-pad token: our [EOS]."""
     data = batches(vocab, reviews, gpt_wrap, GPT_CFG.n_seq)
     model = GPTForSequenceClassification(GPT_CFG.with_vocab(len(vocab)), lm_coef=0.5)
-    if weights == "random":
-        randomize(model)
-    else:
-        def loss(step: int) -> Tensor:
-            x, m = data[step % len(data)]
-            return model(x, m, (x[:, 1] % 2))[0]  # any fixed labels will do
-        train_briefly(model, loss)
-    model.eval()
+
+    def loss(step: int) -> Tensor:
+        x, m = data[step % len(data)]
+        return model(x, m, (x[:, 1] % 2))[0]  # any fixed labels will do
+    set_weights(model, weights, loss)
     hf = transformers.OpenAIGPTForSequenceClassification.from_pretrained(
         export(model, "gpt-classifier", vocab, tmp_path, {"lm": 0.5})).eval()
     assert hf.config.pad_token_id == PAD_ID and hf.config.id2label[1] == "positive"
@@ -189,15 +192,12 @@ def test_bert_pretraining_parity(vocab, reviews, tmp_path, weights):
     """MLM logits at every real position; NSP logits with HF's row order (index 0 = B follows A)."""
     data = bert_pairs(vocab, reviews, BERT_CFG.n_seq)
     model = BertForPreTraining(BERT_CFG.with_vocab(len(vocab)))
-    if weights == "random":
-        randomize(model)
-    else:
-        def loss(step: int) -> Tensor:
-            x, m, t = data[step % len(data)]
-            masked, pos, labels, _ = mlm_pretrain_batch(x, m, step)
-            return model(masked, m, t, pos, labels, (x[:, 1] % 2))[0]
-        train_briefly(model, loss)
-    model.eval()
+
+    def loss(step: int) -> Tensor:
+        x, m, t = data[step % len(data)]
+        masked, pos, labels, _ = mlm_pretrain_batch(x, m, step)
+        return model(masked, m, t, pos, labels, (x[:, 1] % 2))[0]
+    set_weights(model, weights, loss)
     hf = transformers.BertForPreTraining.from_pretrained(export(model, "bert-pretrain", vocab, tmp_path)).eval()
     with torch.no_grad():
         for x, m, t in data[:3]:
@@ -212,11 +212,7 @@ def test_bert_pretraining_parity(vocab, reviews, tmp_path, weights):
 def test_bert_classifier_parity(vocab, reviews, tmp_path, weights):
     data = batches(vocab, reviews, wrap_cls_sep, BERT_CFG.n_seq)
     model = BertForSequenceClassification(BERT_CFG.with_vocab(len(vocab)))
-    if weights == "random":
-        randomize(model)
-    else:
-        train_briefly(model, lambda step: model(*data[step % len(data)], data[step % len(data)][0][:, 1] % 2)[0])
-    model.eval()
+    set_weights(model, weights, lambda step: model(*data[step % len(data)], data[step % len(data)][0][:, 1] % 2)[0])
     hf = transformers.BertForSequenceClassification.from_pretrained(
         export(model, "bert-classifier", vocab, tmp_path)).eval()
     with torch.no_grad():
@@ -231,15 +227,12 @@ def test_spanbert_pretrain_parity(vocab, reviews, tmp_path, weights):
     """Exported as BertModel (the SBO head has no HF class): hidden states at real positions, pooler."""
     data = batches(vocab, reviews, wrap_cls_sep, BERT_CFG.n_seq)
     model = SpanBertForPreTraining(BERT_CFG.with_vocab(len(vocab)))
-    if weights == "random":
-        randomize(model)
-    else:
-        def loss(step: int) -> Tensor:
-            x, m = data[step % len(data)]
-            masked, pos, labels, bounds = mlm_pretrain_batch(x, m, step)  # one-token spans
-            return model(masked, m, pos, labels, bounds[:, :1], bounds[:, 1:], torch.zeros_like(pos))[0]
-        train_briefly(model, loss)
-    model.eval()
+
+    def loss(step: int) -> Tensor:
+        x, m = data[step % len(data)]
+        masked, pos, labels, bounds = mlm_pretrain_batch(x, m, step)  # one-token spans
+        return model(masked, m, pos, labels, bounds[:, :1], bounds[:, 1:], torch.zeros_like(pos))[0]
+    set_weights(model, weights, loss)
     out_dir = export(model, "spanbert-pretrain", vocab, tmp_path)
     hf = transformers.BertModel.from_pretrained(out_dir).eval()
     assert "SBO" in (out_dir / "README.md").read_text()  # the dropped head is said so
