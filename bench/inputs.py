@@ -111,7 +111,7 @@ def sample_vocab(workdir: Path, kowiki_json: Path) -> Path:
     spec = importlib.util.spec_from_file_location("kolm_vocab_build", REPO_ROOT / "vocab" / "build.py")
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
-    return build.train(kowiki_json, workdir / "sample_vocab", threads=1, log=lambda *_: None)
+    return build.train(kowiki_json, workdir / "sample_vocab", build.SpmSettings(threads=1), log=lambda *_: None)
 
 
 def prepare(workdir: Path, quick: bool, slice_mb: float) -> Inputs:

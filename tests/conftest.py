@@ -50,7 +50,7 @@ def sample_vocab(tmp_path_factory, vocab_build) -> Path:
     with open(kowiki_json, "w", encoding="utf-8") as f:
         for article in iter_wikiextractor(SAMPLE_DIR / "kowiki"):
             f.write(json.dumps(article, ensure_ascii=False) + "\n")
-    return vocab_build.train(kowiki_json, folder / "sample", threads=1, log=lambda *_: None)
+    return vocab_build.train(kowiki_json, folder / "sample", vocab_build.SpmSettings(threads=1), log=lambda *_: None)
 
 
 @pytest.fixture

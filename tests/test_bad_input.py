@@ -129,7 +129,8 @@ def inputs(tmp_path_factory, sample_corpus: dict[str, Path], sample_vocab: Path,
            write_config, run_script) -> Path:
     folder = tmp_path_factory.mktemp("bad_input_inputs")
     shutil.copy(sample_vocab, folder / "vocab.model")
-    vocab_build.train(sample_corpus["kowiki"], folder / "other", vocab_size=3000, threads=1, log=lambda *_: None)
+    vocab_build.train(sample_corpus["kowiki"], folder / "other", vocab_build.SpmSettings(vocab_size=3000, threads=1),
+                      log=lambda *_: None)
     shutil.copytree(gpt_store, folder / "store")
     write_config(folder / "tiny.json")
     write_config(folder / "short.json", n_seq=16)
