@@ -7,7 +7,6 @@ $CORPUS_DIR is set.
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
 import sys
 import unicodedata
