@@ -1,13 +1,14 @@
 """Hugging Face `transformers` models of our shapes: the baselines.
 
-Configs come from common/export.py (`gpt_hf_config`, `bert_hf_config`: the same
-mapping the export uses), so a baseline has our layer count, widths, vocab,
-positions, activation and LayerNorm epsilon. Each is built in the fastest
+Configs come from the export's maps (`gpt_hf_config` of gpt/export.py,
+`bert_hf_config` of common/hf_encoder.py: the same mapping the export uses), so
+a baseline has our layer count, widths, vocab, positions, activation and
+LayerNorm epsilon. Each is built in the fastest
 attention implementation it accepts, tried in the order of `ATTENTION_ORDER`
 (OpenAIGPT has only "eager"; BERT and GPT-2 take "sdpa").
 
-The fine-tuning baselines also get our classifier's weights (the mapping of
-common/export.py), so both sides compute the same function on the same batches;
+The fine-tuning baselines also get our classifier's weights (the same
+weight maps), so both sides compute the same function on the same batches;
 `max_logit_difference` checks it. The pretraining and generation baselines keep
 their random initialization: weights do not change the speed.
 """
@@ -20,8 +21,9 @@ from torch import Tensor, nn
 
 from common.cli import UserError
 from common.config import ModelConfig
-from common.export import bert_hf_config, bert_trunk_to_hf, gpt_hf_config, gpt_trunk_to_hf
+from common.hf_encoder import bert_hf_config, bert_trunk_to_hf
 from common.vocab import BOS_ID, EOS_ID, PAD_ID
+from gpt.export import gpt_hf_config, gpt_trunk_to_hf
 
 ATTENTION_ORDER = ("sdpa", "eager")  # fastest first
 INSTALL_HINT = "pip install -r requirements-bench.txt"

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli import UserError
-from common.corpus import iter_wikiextractor, read_nsmc_json, read_nsmc_tsv, skip_reason
+from common.corpus import iter_wikiextractor, skip_reason
+from common.nsmc import read_nsmc_json, read_nsmc_tsv
 from common.paths import DEFAULT_VOCAB, KOWIKI_JSON, NSMC_TRAIN_JSON, REPO_ROOT, SAMPLE_DIR, corpus_dir, rel
 from common.vocab import Vocab, load_vocab
 
@@ -110,7 +111,7 @@ def sample_vocab(workdir: Path, kowiki_json: Path) -> Path:
     spec = importlib.util.spec_from_file_location("kolm_vocab_build", REPO_ROOT / "vocab" / "build.py")
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
-    return build.train(kowiki_json, workdir / "sample_vocab", threads=1, log=lambda *_: None)
+    return build.train(kowiki_json, workdir / "sample_vocab", build.SpmSettings(threads=1), log=lambda *_: None)
 
 
 def prepare(workdir: Path, quick: bool, slice_mb: float) -> Inputs:

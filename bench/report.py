@@ -1,43 +1,11 @@
 """The markdown report (bench/README.md): machine, versions, targets with PASS/MISS, one section per case."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from bench.cases import (DataResult, FinetuneResult, GenerationResult, GpuResult, PretrainResult, Settings,
-                         flat_tolerance)
 from bench.inputs import SCALES
+from bench.pretrain import PretrainResult
+from bench.results import MB, Results
+from bench.targets import targets
 from bench.timing import Measurement
-
-MB = 2**20
-
-
-@dataclass
-class Results:
-    """Everything one run measured; a case that did not run is None (or empty), one that failed has an error."""
-
-    machine: dict[str, str]
-    settings: Settings
-    quick: bool
-    command: str
-    peak_gflops: float
-    peak_label: str
-    finetune: list[FinetuneResult] = field(default_factory=list)
-    pretrain: list[PretrainResult] = field(default_factory=list)
-    data: list[DataResult] = field(default_factory=list)
-    generation: GenerationResult | None = None
-    gpu: GpuResult | None = None
-    selected: set[str] = field(default_factory=set)  # cases run: "1", "2", "3", "4", "5"
-    errors: dict[str, str] = field(default_factory=dict)  # case -> error message
-    minutes: float = 0.0
-
-
-@dataclass
-class Target:
-    case: str
-    what: str
-    target: str
-    measured: str
-    passed: bool
 
 
 def fmt_rate(x: float) -> str:
@@ -55,44 +23,6 @@ def fmt_peak(m: Measurement, peak: float) -> tuple[str, str]:
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
-# --- targets -----------------------------------------------------------------------------
-
-def targets(r: Results) -> list[Target]:
-    out: list[Target] = []
-    peak = r.peak_gflops
-    for f in r.finetune:
-        ratio = f.ours.rate / f.hf.rate
-        out.append(Target("1a", f"{f.model} fine-tuning vs {f.hf_class}, identical batches", ">= 1.0x",
-                          f"{ratio:.3f}x", ratio >= 1.0))  # 3 decimals: 0.996x must not read as 1.00x
-        frac = (f.ours.gflops or 0.0) / peak
-        out.append(Target("1a", f"{f.model} fine-tuning, share of the matmul rate", ">= 65%", f"{100 * frac:.0f}%",
-                          frac >= 0.65))
-        ratio = f.ours.rate / f.classic.rate
-        out.append(Target("1b", f"{f.model} fine-tuning pipeline vs classic random pad-to-longest", ">= 6x",
-                          f"{ratio:.1f}x", ratio >= 6.0))
-    for p in r.pretrain:
-        ratio = p.ours.rate / p.hf.rate
-        out.append(Target("2", f"{p.model} pretraining step vs {p.hf_class}", ">= 1.3x", f"{ratio:.3f}x", ratio >= 1.3))
-        frac = (p.ours.gflops or 0.0) / peak
-        out.append(Target("2", f"{p.model} pretraining, share of the matmul rate", ">= 55%", f"{100 * frac:.0f}%",
-                          frac >= 0.55))
-    for d in r.data:
-        tol = flat_tolerance(d.store_growth)
-        out.append(Target("3", f"{d.model} loader: anonymous RSS from the {SCALES[0]}x to the {SCALES[-1]}x corpus",
-                          f"flat (< {tol / MB:.1f} MB growth)", f"{d.anon_growth / MB:+.1f} MB", d.anon_growth < tol))
-    g = r.generation
-    if g is not None:
-        one = g.run(1)
-        if one.ours_recompute is not None:
-            ratio = one.ours_cache.rate / one.ours_recompute.rate
-            out.append(Target("4", "KV-cache generation vs our recompute, batch 1", ">= 5x", f"{ratio:.1f}x", ratio >= 5.0))
-        for m, how in ((one.ours_cache, "eager"), (one.ours_compiled, "--compile")):
-            ratio = m.rate / one.hf_cache.rate
-            out.append(Target("4", f"KV-cache generation vs HF generate (cache), batch 1, {how}", ">= 2x",
-                              f"{ratio:.2f}x", ratio >= 2.0))
-    return out
 
 
 # --- sections ------------------------------------------------------------------------------
@@ -127,7 +57,7 @@ def header(r: Results) -> list[str]:
         "  Hugging Face's MLM heads score every position, ours only the masked ones, so per real token",
         "  they execute more FLOPs. % of matmul rate = GFLOP/s / the measured matmul rate below.",
         "- Fine-tuning and pretraining steps are forward + backward + gradient clipping + AdamW",
-        "  (`common.trainer.make_optimizer`), the same settings on both sides, dropout on, after warm-up steps.",
+        "  (`common.train_options.make_optimizer`), the same settings on both sides, dropout on, after warm-up steps.",
     ]
     if r.quick:
         lines += ["", "> **Quick mode** (`--quick`): the sample corpus, small batches, few repetitions. The numbers",
@@ -172,7 +102,7 @@ def finetune_section(r: Results) -> list[str]:
     if (missing := not_run(r, "1")) is not None:
         return lines + [""] + missing
     lines += ["", "### 1a. Model against model, identical batches", "",
-              f"The first {s.finetune_batches} batches of our pipeline (length-bucketed, `common.finetune."
+              f"The first {s.finetune_batches} batches of our pipeline (length-bucketed, `common.batches."
               "length_bucketed_batches`) fed as the same tensors to our classifier and to the Hugging Face classifier"
               " of the same shape, loaded with the same weights (the logit difference is measured in eval mode on the"
               " first batch). SpanBERT's classifier is a BERT encoder: its baseline is BertForSequenceClassification.",

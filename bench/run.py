@@ -4,10 +4,11 @@
     python -m bench.run --quick --report /tmp/bench.md    # the shipped sample, about a minute (CI)
     python -m bench.run --cases 2 --models gpt --profile gpt
 
-Cases (see bench/cases.py): 1 fine-tuning on NSMC (1a vs Hugging Face on identical
+Cases: 1 fine-tuning on NSMC (bench/finetune.py: 1a vs Hugging Face on identical
 batches, 1b vs the classic pad-to-longest pipeline), 2 pretraining step vs Hugging
-Face heads, 3 data.py throughput and the loader's memory, 4 generation with the KV
-cache, 5 (with --gpu) the full-size models in bf16 with their MFU.
+Face heads (bench/pretrain.py), 3 data.py throughput and the loader's memory
+(bench/data_memory.py), 4 generation with the KV cache (bench/generation.py),
+5 (with --gpu) the full-size models in bf16 with their MFU (bench/pretrain.py).
 """
 from __future__ import annotations
 
@@ -26,9 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench import cases, hf
+from bench import hf
+from bench.context import Context, Settings
+from bench.data_memory import data_case
+from bench.finetune import encode_reviews, finetune_case
+from bench.generation import generation_case
 from bench.inputs import MODELS, StoreBuilder, prepare
-from bench.report import Results, render
+from bench.pretrain import gpu_case, pretrain_case
+from bench.report import render
+from bench.results import Results
 from bench.timing import matmul_rate
 from common.cli import UserError, make_parser, positive_int, run_main
 from common.device import Runtime, select_device
@@ -39,11 +46,11 @@ DEFAULT_REPORT = REPO_ROOT / "bench" / "README.md"
 ALL_CASES = ("1", "2", "3", "4")
 
 # Full run: about 12 minutes on 2 CPU cores (the classic pipeline's padded batches take the most).
-FULL = cases.Settings(reps=3, finetune_batch=128, finetune_batches=6, classic_batches=2, pretrain_batch=32,
+FULL = Settings(reps=3, finetune_batch=128, finetune_batches=6, classic_batches=2, pretrain_batch=32,
                       pretrain_len=256, gen_tokens=256, loader_batches=50, warmup_steps=2,
                       matmul_sizes=(1024, 1536, 2048), slice_mb=16.0, workers=os.cpu_count() or 1)
 # Quick run (CI): the sample corpus, small batches, few reps; proves every case runs.
-QUICK = cases.Settings(reps=2, finetune_batch=16, finetune_batches=2, classic_batches=1, pretrain_batch=4,
+QUICK = Settings(reps=2, finetune_batch=16, finetune_batches=2, classic_batches=1, pretrain_batch=4,
                        pretrain_len=64, gen_tokens=16, loader_batches=5, warmup_steps=1,
                        matmul_sizes=(256, 512), slice_mb=0.0, workers=1)
 
@@ -93,7 +100,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def settings_from(args: argparse.Namespace) -> cases.Settings:
+def settings_from(args: argparse.Namespace) -> Settings:
     base = QUICK if args.quick else replace(FULL, slice_mb=args.slice_mb)
     if not args.quick and not args.slice_mb > 0:
         raise UserError(f"--slice_mb must be > 0, got {args.slice_mb}")
@@ -139,7 +146,7 @@ def benchmark(args: argparse.Namespace) -> None:
             f"{inputs.reviews_source}; kowiki: {inputs.kowiki_source}")
         peak, peak_label = measure_peak(runtime, settings, log)
         stores = StoreBuilder(inputs, workdir, settings.pretrain_len, settings.workers, log)
-        ctx = cases.Context(inputs, settings, runtime, stores, peak, log)
+        ctx = Context(inputs, settings, runtime, stores, peak, log)
         results = Results(machine_info(runtime), settings, args.quick,
                           " ".join(["python -m bench.run", *map(shlex.quote, sys.argv[1:])]), peak, peak_label,
                           selected=selected)
@@ -157,7 +164,7 @@ def benchmark(args: argparse.Namespace) -> None:
         raise UserError(f"case(s) {', '.join(sorted(results.errors))} failed (see above and the report)")
 
 
-def measure_peak(runtime: Runtime, settings: cases.Settings, log: Callable[[str], None]) -> tuple[float, str]:
+def measure_peak(runtime: Runtime, settings: Settings, log: Callable[[str], None]) -> tuple[float, str]:
     """The rate the "% of matmul rate" columns divide by: fp32 on the CPU; bf16 on CUDA (cases run under autocast)."""
     device = runtime.device
     if device.type == "cuda":
@@ -171,7 +178,7 @@ def measure_peak(runtime: Runtime, settings: cases.Settings, log: Callable[[str]
     return rate, f"fp32 matmul rate (median of {len(samples)} square matmuls of {sizes})"
 
 
-def run_cases(ctx: cases.Context, results: Results, models: tuple[str, ...], profile: str | None) -> None:
+def run_cases(ctx: Context, results: Results, models: tuple[str, ...], profile: str | None) -> None:
     """Each case in turn; a failing case is reported (and fails the run at the end) without losing the others."""
 
     def attempt(case: str, title: str, body: Callable[[], None]) -> None:
@@ -187,23 +194,23 @@ def run_cases(ctx: cases.Context, results: Results, models: tuple[str, ...], pro
             results.errors[case] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
     def finetune() -> None:
-        encoded, labels = cases.encode_reviews(ctx)
+        encoded, labels = encode_reviews(ctx)
         for name in models:
-            results.finetune.append(cases.finetune_case(ctx, name, encoded, labels))
+            results.finetune.append(finetune_case(ctx, name, encoded, labels))
 
     def pretrain() -> None:
         for name in models:
-            results.pretrain.append(cases.pretrain_case(ctx, name, profile=profile == name))
+            results.pretrain.append(pretrain_case(ctx, name, profile=profile == name))
 
     def data() -> None:
         for name in models:
-            results.data.append(cases.data_case(ctx, name))
+            results.data.append(data_case(ctx, name))
 
     def generation() -> None:
-        results.generation = cases.generation_case(ctx)
+        results.generation = generation_case(ctx)
 
     def gpu() -> None:
-        results.gpu = cases.gpu_case(ctx, models)
+        results.gpu = gpu_case(ctx, models)
 
     attempt("1", "fine-tuning on NSMC (1a vs Hugging Face, 1b vs the classic pipeline)", finetune)
     attempt("2", "pretraining step vs Hugging Face heads", pretrain)
@@ -212,7 +219,7 @@ def run_cases(ctx: cases.Context, results: Results, models: tuple[str, ...], pro
     attempt("5", "CUDA: config.json pretraining in bf16 (MFU)", gpu)
     if profile and ("2" not in results.selected or profile not in models):
         ctx.log(f"profile: {profile} pretraining step")
-        cases.pretrain_case(ctx, profile, profile=True)
+        pretrain_case(ctx, profile, profile=True)
 
 
 if __name__ == "__main__":

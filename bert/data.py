@@ -30,9 +30,9 @@ import numpy as np
 from common.cli import UserError, positive_int, probability, run_main
 from common.masking import word_start_table
 from common.paths import DATA_DIR
-from common.prep import check_output, data_parser, tokenized_articles
+from common.prep import check_output, data_parser, load_store_vocab, tokenized_articles
 from common.token_store import StoreWriter
-from common.vocab import CLS_ID, SEP_ID, Vocab, load_vocab
+from common.vocab import CLS_ID, SEP_ID, Vocab
 
 DEFAULT_OUTPUT = DATA_DIR / "kowiki_bert"
 SENTENCE_END = (".", "?", "!")
@@ -134,9 +134,7 @@ def corpus_pairs(articles: Iterable[Article], max_tokens: int, short_seq_prob: f
 
 def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: int, mask_prob: float = 0.15,
           short_seq_prob: float = 0.1, nsp_buffer: int = 1000, seed: int = 12345) -> dict:
-    vocab = load_vocab(vocab_path)
-    if len(vocab) > np.iinfo(np.uint16).max:
-        raise UserError(f"{vocab_path} has {len(vocab)} pieces: more than uint16 holds (use a vocab under 65,536)")
+    vocab = load_store_vocab(vocab_path)
     if n_seq < 5:
         raise UserError(f"--n_seq {n_seq} is too short for [CLS] A [SEP] B [SEP]; use at least 5")
     word_starts = word_start_table(vocab)
@@ -155,26 +153,14 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
             "nsp_buffer": nsp_buffer, "seed": seed, "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab)}
     with StoreWriter(output, meta) as store:
         store.append("word_starts", word_starts.astype(np.uint8))
-        tokens: list[np.ndarray] = []
-        len_a: list[int] = []
-        is_next: list[int] = []
 
-        def flush() -> None:
-            counts["n_tokens"] += store.append_instances(tokens)
-            store.append("len_a", np.asarray(len_a, dtype=np.uint16))
-            store.append("is_next", np.asarray(is_next, dtype=np.uint8))
-            tokens.clear(), len_a.clear(), is_next.clear()
+        def instances() -> Iterator[tuple[np.ndarray, dict]]:
+            for a, b, label in corpus_pairs(articles(), n_seq - 3, short_seq_prob, rng, nsp_buffer):
+                counts["n_is_next"] += label
+                yield np.concatenate([[CLS_ID], a, [SEP_ID], b, [SEP_ID]]), {"len_a": len(a) + 2, "is_next": label}
 
-        for a, b, label in corpus_pairs(articles(), n_seq - 3, short_seq_prob, rng, nsp_buffer):
-            tokens.append(np.concatenate([[CLS_ID], a, [SEP_ID], b, [SEP_ID]]))
-            len_a.append(len(a) + 2)
-            is_next.append(label)
-            counts["n_instances"] += 1
-            counts["n_is_next"] += label
-            if len(tokens) >= 4096:
-                flush()
-        if tokens:
-            flush()
+        counts["n_instances"], counts["n_tokens"] = store.write_instances(
+            instances(), columns={"len_a": np.uint16, "is_next": np.uint8})
         if counts["n_instances"] == 0:
             raise UserError(f"{input_path} yields no sentence pair (use a bigger corpus)")
         store.meta.update(counts)

@@ -14,8 +14,8 @@ from torch import Tensor, nn
 
 from common.config import ModelConfig
 from common.encoder import BertModel, MLMHead, masked_lm_loss
-from common.layers import classification_loss, init_weights
-from common.trainer import Metrics
+from common.layers import init_weights
+from common.losses import Metrics, classification_loss
 
 
 class BertForPreTraining(nn.Module):

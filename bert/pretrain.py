@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from common.config import ModelConfig
-from common.masking import MaskedSegmentDataset, mask_whole_words, pack
+from common.encoder_data import MaskedSegmentDataset, pack
+from common.masking import mask_whole_words
 from common.pretrain import PretrainSpec, pretrain_main
 from common.token_store import TokenStore
 from bert.data import DEFAULT_OUTPUT
@@ -28,10 +29,8 @@ class PretrainingDataset(MaskedSegmentDataset):
         rng = rng or self.batch_rng(indices)
         masked, positions, labels = zip(*(mask_whole_words(self.instance(i), self.word_starts, self.mask_prob, rng,
                                                            self.n_vocab) for i in indices))
-        input_ids = pack(masked)  # right padding with [PAD] = 0
-        lengths = np.fromiter((len(m) for m in masked), dtype=np.int64, count=len(masked))
+        input_ids, attention_mask = self.pad(masked)
         t = np.arange(input_ids.shape[1])
-        attention_mask = t < lengths[:, None]
         token_type_ids = (t >= self.len_a[indices].astype(np.int64)[:, None]) & attention_mask
         return {
             "input_ids": torch.from_numpy(input_ids),
@@ -43,15 +42,9 @@ class PretrainingDataset(MaskedSegmentDataset):
         }
 
 
-def format_metrics(m: dict[str, float]) -> str:
-    return (f"loss {m['loss']:.3f} | mlm loss {m['mlm_loss']:.3f} acc {m['mlm_acc']:.3f} | "
-            f"nsp loss {m['nsp_loss']:.3f} acc {m['nsp_acc']:.3f}")
-
-
 SPEC = PretrainSpec(
     name="bert", folder=Path(__file__).resolve().parent, default_input=DEFAULT_OUTPUT,
-    build_model=BertForPreTraining, open_dataset=PretrainingDataset, format_metrics=format_metrics,
-    default_lr=1e-4, default_batch=64, default_epoch=20,
+    build_model=BertForPreTraining, open_dataset=PretrainingDataset,
 )
 
 if __name__ == "__main__":

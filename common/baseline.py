@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from common.cli import UserError, make_parser, non_negative_int, run_main
-from common.corpus import NSMC_DEV_SIZE, labelled_subset, nsmc_split, read_nsmc_json
+from common.nsmc import NSMC_DEV_SIZE, labelled_subset, nsmc_split, read_nsmc_json
 from common.paths import NSMC_TEST_JSON, NSMC_TRAIN_JSON, REPO_ROOT, rel
 from common.results import append_result, update_report
 from common.vocab import normalize_text
@@ -65,15 +65,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="seed of the --train_limit draw")
     parser.add_argument("--item", default="tfidf-char1-4+logreg", help="name of the row in the results table")
     parser.add_argument("--C", type=float, default=4.0, help="inverse regularization strength")
-    parser.add_argument("--models", nargs="*", default=["gpt", "bert", "spanbert"],
-                        help="model folders whose results.csv gets the row (none: print only)")
+    parser.add_argument("--models", nargs="*", default=None,
+                        help="model folders whose results.csv gets the row (default: every folder with a train.py; "
+                             "none given: print only)")
     args = parser.parse_args()
 
     def run() -> None:
         row = {**run_baseline(args.train, args.test, args.dev_size or None, args.train_limit, args.seed, args.C), "item": args.item}
         print(f"TF-IDF + logistic regression: dev acc {row['dev_acc']:.4f}, test acc {row['test_acc']:.4f} "
               f"({row['train_reviews']:,} train reviews, {row['minutes']} min)")
-        for model in args.models:
+        models = args.models if args.models is not None else sorted(
+            p.name for p in REPO_ROOT.iterdir() if (p / "train.py").is_file())
+        for model in models:
             folder = REPO_ROOT / model
             append_result(folder / "results.csv", row)
             if (folder / "README.md").is_file():

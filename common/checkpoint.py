@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from common.cli import UserError
 from common.io import atomic_path
@@ -120,3 +121,18 @@ def check_compatible(state: dict[str, Any], path: str | os.PathLike, config: dic
     if diff:
         shown = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
         raise UserError(f"{path} does not match the config ({shown}); pass the --config it was trained with")
+
+
+def load_compatible(path: str | os.PathLike, config: dict, vocab_fingerprint: str,
+                    vocab_path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint at `path`, refused (one line naming what differs) unless it was trained with
+    `config` and the same vocab: what a resumed run and a fine-tuning start both need."""
+    state = load_checkpoint(path)
+    check_compatible(state, path, config, vocab_fingerprint, vocab_path)
+    return state
+
+
+def module_state(state: dict[str, Any], name: str) -> dict[str, Tensor]:
+    """The `<name>.*` weights of a saved model, with the prefix removed."""
+    prefix = f"{name}."
+    return {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}

@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
+
+from common.paths import DEFAULT_VOCAB, rel
 
 
 class UserError(Exception):
@@ -55,48 +58,45 @@ def make_parser(description: str) -> argparse.ArgumentParser:
     return _Parser(description=description, formatter_class=_DefaultsOnce)
 
 
+def add_vocab_option(parser: argparse.ArgumentParser, help: str = "SentencePiece model") -> None:
+    parser.add_argument("--vocab", default=rel(DEFAULT_VOCAB), help=help)
+
+
+def add_gpu_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpu", type=int, default=None, help="GPU index (default: cuda:0 if present, else CPU)")
+
+
+def _number(text: str, cast: Callable[[str], Any], valid: Callable[[Any], bool], expected: str, must: str,
+            show: Callable[[Any], str] = str) -> Any:
+    """An argparse value: `text` as a number, else "expected <expected>"; out of range, "must be <must>"."""
+    try:
+        value = cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    if not valid(value):
+        raise argparse.ArgumentTypeError(f"must be {must}, got {show(value)}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer > 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+    return _number(text, int, lambda v: v > 0, "a positive integer", "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0", ">= 0")
 
 
 def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0 (a loss weight, a dropout rate)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    if not value >= 0.0 or value == float("inf"):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value:g}")
-    return value
+    """argparse type: a finite number >= 0 (a loss weight, a dropout rate); nan and inf are refused."""
+    return _number(text, float, lambda v: 0.0 <= v < float("inf"), "a number >= 0", "a number >= 0",
+                   show=lambda v: f"{v:g}")
 
 
 def probability(text: str) -> float:
     """argparse type: a float in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
+    return _number(text, float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]", "in [0, 1]")
 
 
 def require_file(path: str | os.PathLike, what: str, fix: str) -> Path:
@@ -137,3 +137,33 @@ def run_main(main: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+class StopFlag:
+    """Turns SIGINT/SIGTERM into a request to checkpoint and stop after the current step."""
+
+    def __init__(self, announce: bool = True) -> None:
+        self.requested = False
+        self.signum = signal.SIGTERM.value  # what a rank that got no signal itself reports
+        self.announce = announce  # under torchrun only rank 0 says it
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # second signal: give up at once
+            raise KeyboardInterrupt
+        self.requested, self.signum = True, signum
+        if self.announce:
+            print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping",
+                  file=sys.stderr)
+
+    def __enter__(self) -> "StopFlag":
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[s] = signal.signal(s, self._handle)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)

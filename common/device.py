@@ -5,6 +5,40 @@
 `torchrun` each rank takes its LOCAL_RANK GPU (and `--gpu` must be omitted);
 the process group comes from torchrun's environment (MASTER_ADDR/PORT or its
 rendezvous), so no address or port is fixed here.
+
+Distributed training (torchrun; `common.device.setup_runtime` joins the group):
+- `batch_size` is the global batch. Every rank builds the same batch plan and
+  collates only its slice of each global batch (np.array_split over ranks, then
+  over --grad_accum micro-batches), so it reads only its shard of the memory-
+  mapped data. Each micro-batch's loss is weighted by its share of the global
+  batch, so after DDP averages over ranks the gradient is the gradient of the
+  global batch's mean loss whatever the split: exact when the loss is a mean
+  over instances (GPT pretraining: every window has n_seq targets; the NSMC
+  classifier); a loss averaged over a varying number of tokens per instance
+  (MLM, the auxiliary LM loss) gets the usual DDP approximation, each
+  micro-batch's token mean weighted by its instances.
+- Every trainable parameter must take part in every forward pass: DDP is built
+  without `find_unused_parameters` (that costs an extra traversal per step), so
+  a parameter with requires_grad that gets no gradient breaks the next step.
+  Freeze what a model does not train (`requires_grad_(False)`, as SpanBERT's
+  pooler in pretraining); the first step checks it and names any offender.
+- Randomness: all ranks seed alike before the model is built (identical
+  initialization; DDP also broadcasts rank 0's weights); then ranks > 0 reseed
+  from (seed, rank), so their dropout masks are independent of rank 0's, while
+  rank 0 draws exactly what a single process would. With dropout > 0 a run on
+  N ranks therefore differs from a single-process run (an instance's dropout
+  mask depends on the rank it lands on); with dropout 0 the weights agree up to
+  float rounding (tests/test_distributed.py). Every rank's RNG state is
+  gathered into the checkpoint, so resuming on the same number of ranks is exact.
+- Only rank 0 writes checkpoints (every rank contributes its RNG and metric
+  sums), logs and plots. A stop request (signal) is agreed on by all ranks
+  after each step, so they stop after the same step.
+- Evaluation spreads whole batches over the ranks and sums (sum, count) pairs
+  over all of them: the result is the same for any number of ranks, also when
+  the batches do not divide evenly (a rank may get none). Batch i draws its
+  randomness (BERT's masks) from a generator seeded by i, not from the training
+  stream, so held-out numbers are comparable between epochs and world sizes and
+  evaluating does not change the training run.
 """
 from __future__ import annotations
 
@@ -12,11 +46,15 @@ import atexit
 import contextlib
 import os
 import random
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from common.cli import UserError
 
@@ -134,3 +172,60 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     if "python" in state:
         version, py_state, py_gauss = state["python"]
         random.setstate((version, tuple(py_state), py_gauss))
+
+
+def gather_objects(obj: Any, runtime: Runtime) -> list[Any]:
+    """`obj` of every rank, in rank order (a collective: every rank must call it)."""
+    if not runtime.distributed:
+        return [obj]
+    out: list[Any] = [None] * runtime.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def any_rank(flag: bool, runtime: Runtime) -> bool:
+    """True on every rank when `flag` is true on at least one (a collective)."""
+    if not runtime.distributed:
+        return flag
+    t = torch.tensor([int(flag)], device=runtime.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def check_every_parameter_trained(model: nn.Module, runtime: Runtime) -> None:
+    """After the first backward: a trainable parameter without a gradient breaks DDP (see above)."""
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    if not unused:
+        return
+    message = (f"parameters with requires_grad got no gradient: {', '.join(unused[:5])}"
+               f"{' ...' if len(unused) > 5 else ''}; freeze them with requires_grad_(False) in the model")
+    if runtime.distributed:
+        raise RuntimeError(message + " (DistributedDataParallel needs every trained parameter used)")
+    print(f"warning: {message} (harmless here, but training under torchrun would fail)", file=sys.stderr)
+
+
+def restore_rank_state(state: dict, path: Path, runtime: Runtime, seed: int) -> tuple[dict[str, list[float]], list]:
+    """This rank's part of a training checkpoint: (its epoch metric sums, its step-log window), with its RNG
+    restored. Written by another number of ranks, the run goes on but not bit-exactly: rank 0 takes all the
+    saved sums (their total is what counts), and a rank without a saved RNG reseeds from (seed, rank)."""
+    ranks = state.get("ranks") or [{"rng": state["rng"], "totals": {}}]  # older checkpoints: rank 0's RNG only
+    if len(ranks) == runtime.world_size:
+        mine = ranks[runtime.rank]
+        totals = {k: list(v) for k, v in mine["totals"].items()}
+        window = list(mine.get("window", [0.0, 0, 0]))
+    else:
+        if runtime.is_main:
+            print(f"warning: {path} was written by {len(ranks)} rank(s), this run has {runtime.world_size}: the "
+                  f"dropout RNG of the ranks is redistributed, so the run goes on but not bit-exactly as it would "
+                  f"have", file=sys.stderr)
+        mine = ranks[runtime.rank] if runtime.rank < len(ranks) else None
+        totals, window = {}, [0.0, 0, 0]
+        for r in ranks if runtime.is_main else []:
+            for name, (s, c) in r["totals"].items():
+                acc = totals.setdefault(name, [0.0, 0.0])
+                acc[0], acc[1] = acc[0] + float(s), acc[1] + float(c)
+    if mine is not None:
+        set_rng_state(mine["rng"], runtime.device)
+    else:
+        torch.manual_seed(rank_seed(seed, runtime.rank))
+    return totals, window

@@ -8,13 +8,12 @@ Names follow Hugging Face's `modeling_bert.py` where they have an equivalent
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.config import ModelConfig
 from common.layers import LMHead, Transformer, init_weights
-from common.trainer import Metrics
-from common.vocab import CLS_ID, SEP_ID
+from common.losses import Metrics
+from common.vocab import CLS_ID, PAD_ID, SEP_ID
 
 
 def wrap_cls_sep(ids: list[int], n_seq: int) -> list[int]:
@@ -50,20 +49,14 @@ class MLMHead(LMHead):
         super().__init__(cfg, token_embedding, transform=True)
 
 
-def masked_lm_loss(head: nn.Module, hidden: Tensor, positions: Tensor, labels: Tensor,
+def masked_lm_loss(head: LMHead, hidden: Tensor, positions: Tensor, labels: Tensor,
                    name: str = "mlm") -> tuple[Tensor, Metrics]:
     """Cross-entropy at the masked positions only.
 
     hidden (B, T, D); positions (B, M) indices into T; labels (B, M) the original
-    token ids, 0 ([PAD]) where a row has fewer than M masked tokens. Only the
-    masked rows are projected onto the vocab.
+    token ids, [PAD] where a row has fewer than M masked tokens. Only the masked
+    rows are projected onto the vocab, in chunks (`LMHead.loss`).
     """
-    keep = labels != 0
+    keep = labels != PAD_ID
     rows = torch.arange(hidden.size(0), device=hidden.device)[:, None].expand_as(positions)
-    selected = hidden[rows[keep], positions[keep]]  # (N, D)
-    logits = head(selected).float()
-    y = labels[keep]
-    loss_sum = F.cross_entropy(logits, y, reduction="sum")
-    n = y.numel()
-    return loss_sum / max(n, 1), {f"{name}_loss": (loss_sum.detach(), n),
-                                  f"{name}_acc": ((logits.argmax(-1) == y).sum(), n)}
+    return head.loss(hidden[rows[keep], positions[keep]], labels[keep], name)

@@ -11,7 +11,8 @@ raises `NoSpace`: a one-line UserError naming the file, with the old version
 still in place and the temporary file removed. A run that writes an output over
 time (a checkpoint, a token store) holds `exclusive_output` on it, so a second
 run on the same path is refused instead of overwriting the first one's files,
-and removes the temporary files a killed run left there.
+and removes the temporary files a killed run left there. JSON-lines inputs are
+read through `iter_json_lines`, with the same one-line errors.
 """
 from __future__ import annotations
 
@@ -145,3 +146,21 @@ def exclusive_output(path: str | os.PathLike, option: str = "--save",
     finally:
         lock.unlink(missing_ok=True)  # before the lock is released: a waiting run re-checks the inode
         os.close(fd)
+
+
+def iter_json_lines(path: Path, fix: str) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each non-blank line of a JSON-lines file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{number}: not JSON ({e.msg}); {fix} again") from None
+                if not isinstance(obj, dict):
+                    raise UserError(f"{path}:{number}: expected a JSON object; {fix} again")
+                yield number, obj
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason}); {fix} again") from None

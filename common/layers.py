@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.config import ModelConfig
+from common.losses import Metrics, token_loss
 
 
 class Embeddings(nn.Module):
@@ -241,8 +242,9 @@ class LMHead(nn.Module):
     """Transform (dense, GELU, LayerNorm) + output projection tied to the token embedding + a bias.
 
     BERT's MLM head and SpanBERT's MLM head use the transform (`transform=True`);
-    GPT-1 projects the hidden state directly. Only the rows that are scored are
-    passed in, so no logits are computed for positions without a target.
+    GPT-1 projects the hidden state directly, and SpanBERT's SBO head (a subclass)
+    its own MLP's output. Only the rows that are scored are passed in, so no
+    logits are computed for positions without a target.
 
     The output bias is BERT's; GPT-1 has none, we give it one too (`init_bias_to_log_prior`):
     without it the only way to predict the unigram distribution - the first thing a
@@ -275,77 +277,10 @@ class LMHead(nn.Module):
         """(..., D) -> (..., n_vocab) logits."""
         return F.linear(self.transform(hidden), self.token_embedding.weight, self.bias)
 
-    def loss(self, hidden: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        """(summed cross-entropy, correct predictions) of rows (N, D) against targets (N,),
-        without materializing the (N, n_vocab) logits (`linear_cross_entropy`)."""
-        return linear_cross_entropy(self.transform(hidden), self.token_embedding.weight, self.bias, targets)
-
-
-class _LinearCrossEntropy(torch.autograd.Function):
-    """Cross-entropy of `hidden @ weight.T + bias`, computed in row chunks; see `linear_cross_entropy`."""
-
-    @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_rows: int,
-                need_grad: bool):
-        grad_hidden = torch.empty_like(hidden) if need_grad else None
-        acc = torch.promote_types(weight.dtype, torch.float32)  # fp32 softmax and sums (fp64 in tests)
-        grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_grad else None
-        grad_bias = torch.zeros(weight.shape[0], dtype=acc, device=weight.device) if need_grad and bias is not None else None
-        loss_sum = torch.zeros((), dtype=acc, device=hidden.device)
-        correct = torch.zeros((), dtype=torch.long, device=hidden.device)
-        for start in range(0, hidden.shape[0], chunk_rows):
-            h, y = hidden[start : start + chunk_rows], targets[start : start + chunk_rows]
-            logits = F.linear(h, weight, bias).to(acc)  # bf16 matmul under CUDA autocast, fp32 softmax
-            log_z = torch.logsumexp(logits, dim=-1)
-            loss_sum += (log_z - logits.gather(1, y[:, None]).squeeze(1)).sum()
-            correct += (logits.argmax(-1) == y).sum()
-            if need_grad:  # d(loss_sum)/d(logits) = softmax - onehot, used now and freed
-                dlogits = torch.exp(logits.sub_(log_z[:, None]))
-                dlogits[torch.arange(len(y), device=y.device), y] -= 1.0
-                grad_hidden[start : start + chunk_rows] = (dlogits @ weight).to(hidden.dtype)
-                grad_weight += dlogits.t() @ h.to(dlogits.dtype)
-                if grad_bias is not None:
-                    grad_bias += dlogits.sum(0)
-        if need_grad:
-            ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype),
-                                  grad_bias.to(bias.dtype) if grad_bias is not None else None)
-        ctx.mark_non_differentiable(correct)
-        return loss_sum, correct
-
-    @staticmethod
-    def backward(ctx, grad_loss: Tensor, _grad_correct: Tensor):
-        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
-        return (grad_hidden * grad_loss.to(grad_hidden.dtype), grad_weight * grad_loss.to(grad_weight.dtype),
-                None if grad_bias is None else grad_bias * grad_loss.to(grad_bias.dtype), None, None, None)
-
-
-def linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor,
-                         chunk_rows: int = 1024) -> tuple[Tensor, Tensor]:
-    """(summed cross-entropy, number of correct argmax predictions) of the logits
-    `hidden @ weight.T + bias` against `targets`, without ever holding all the logits.
-
-    hidden (N, D), weight (V, D), targets (N,). The logits are made `chunk_rows` rows
-    at a time, and in training each chunk's gradients (softmax - onehot) are folded
-    into d/d hidden and d/d weight right away, so memory holds one chunk of logits
-    instead of three (N, V) tensors (logits, log-softmax, their gradient): for GPT
-    pretraining at 32 x 256 tokens and an 8k vocab that is ~0.8 GB less, for the
-    same FLOPs. The gradients are exact (tested against F.cross_entropy).
-    """
-    # decided here: inside Function.forward grad mode is always off, and needs_input_grad
-    # stays True under torch.no_grad, so evaluation would compute the gradients for nothing
-    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
-    return _LinearCrossEntropy.apply(hidden, weight, bias, targets, chunk_rows, need_grad)
-
-
-def classification_loss(logits: Tensor, labels: Tensor, name: str = "") -> tuple[Tensor, "dict[str, tuple[Tensor, Tensor | int]]"]:
-    """Mean cross-entropy and accuracy, as (sum, count) metrics `<name>_loss`, `<name>_acc`
-    (or `loss`, `acc` when name is empty). Computed in fp32 also under autocast."""
-    logits = logits.float()
-    loss_sum = F.cross_entropy(logits, labels, reduction="sum")
-    n = labels.numel()
-    prefix = f"{name}_" if name else ""
-    return loss_sum / n, {f"{prefix}loss": (loss_sum.detach(), n),
-                          f"{prefix}acc": ((logits.argmax(-1) == labels).sum(), n)}
+    def loss(self, hidden: Tensor, targets: Tensor, name: str = "") -> tuple[Tensor, Metrics]:
+        """Mean cross-entropy and accuracy of rows (N, D) against targets (N,) (`token_loss`),
+        without materializing the (N, n_vocab) logits."""
+        return token_loss(self.transform(hidden), self.token_embedding.weight, self.bias, targets, name)
 
 
 def count_parameters(module: nn.Module) -> int:

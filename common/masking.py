@@ -8,35 +8,46 @@ dataset's `collate` can mask every instance of a batch on the fly:
   continues with the pieces that are not; special tokens ([CLS], [SEP], [PAD],
   [UNK] ...) belong to no word and are never masked.
 - choosing positions: `choose_whole_words` (BERT: random whole words until
-  mask_prob of the maskable tokens is reached); SpanBERT chooses spans of
-  whole words itself from `word_spans`.
+  mask_prob of the maskable tokens is reached) and `choose_spans` (SpanBERT:
+  spans of whole words, below).
 - replacing (`replace_tokens`): of the chosen positions 80% become [MASK], 10%
   a random non-special token and 10% keep the original; the labels are the
   original ids. With `groups`, the draw is made once per group (SpanBERT
   decides per span), else once per position (BERT).
-- packing (`pack`): rows of different lengths into one (B, width) array,
-  padded with 0, the layout `common.encoder.masked_lm_loss` expects (positions
-  padded with 0 and labels padded with [PAD] = 0, which the loss skips).
+
+Span masking (Joshi et al., 2020, section 3.1): span lengths, counted in whole
+words, are drawn from Geo(p = 0.2) truncated to at most 10 words (mean 3.8),
+each span's start is drawn uniformly among the word starts where it fits, and
+spans are added until mask_prob of the segment's tokens are masked (in
+expectation: see `choose_spans`; spanbert/data.py reports the share it measures
+on its segments). Spans never overlap or touch, so the tokens just outside each
+span (its boundary, read by the Span Boundary Objective) are never masked;
+[CLS] and [SEP] can be boundaries.
+The 80/10/10 replacement is drawn once per span.
 
 Every function takes a `numpy.random.Generator`, so a caller that seeds it
 (e.g. from the checkpointed torch RNG, or from (seed, epoch, index)) gets the
 same masks again on resume.
 
     starts = word_start_table(vocab)                       # once
-    masked, positions, labels = mask_whole_words(ids, starts, 0.15, rng, len(vocab))
+    masked, positions, labels = mask_whole_words(ids, starts, 0.15, rng, len(vocab))   # BERT
+    spans = mask_spans(ids, starts, 0.15, rng, len(vocab))                              # SpanBERT
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+import random
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from common.cli import UserError
 from common.vocab import MASK_ID, SPECIAL_PIECES
 
 N_SPECIAL = len(SPECIAL_PIECES)  # ids below this are special pieces: never masked, never drawn as random tokens
 MASK_RATIO, RANDOM_RATIO = 0.8, 0.1  # the rest (0.1) keeps the original token
+GEOMETRIC_P = 0.2  # the paper's p: short spans are the most frequent
+MAX_SPAN_WORDS = 10  # the paper's clip on span lengths (in words)
 
 
 def word_start_table(vocab: Any) -> np.ndarray:
@@ -143,54 +154,110 @@ def mask_whole_words(input_ids: np.ndarray, word_starts: np.ndarray, mask_prob: 
     return masked, positions, labels
 
 
-def pack(rows: Sequence[np.ndarray], width: int | None = None, fill: int = 0, dtype: Any = np.int64) -> np.ndarray:
-    """Rows of different lengths -> (len(rows), width) array padded with `fill` on the right.
+# --- SpanBERT: spans of whole words ------------------------------------------------------
 
-    width defaults to the longest row (at least 1, so an empty batch of masks keeps a column).
+def span_length_probs(p: float = GEOMETRIC_P, max_span: int = MAX_SPAN_WORDS) -> np.ndarray:
+    """P(length = 1 .. max_span): Geo(p) truncated to max_span and renormalized, as in the
+    authors' code (mean 3.8 for p = 0.2; piling the tail onto 10 instead would give 4.5)."""
+    probs = p * (1 - p) ** np.arange(max_span)
+    return probs / probs.sum()
+
+
+def choose_spans(input_ids: np.ndarray, word_starts: np.ndarray, mask_prob: float, rng: np.random.Generator,
+                 p: float = GEOMETRIC_P, max_span: int = MAX_SPAN_WORDS,
+                 max_failures: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pick spans of whole words to mask in one sequence: -> (starts, ends, lengths in words),
+    token positions with ends exclusive, sorted by start.
+
+    Repeat until the budget, round(mask_prob x maskable tokens) tokens (at least 1), is
+    reached: draw a length L in words, then a start uniformly among the words where L
+    words fit: without overlapping or touching a span already chosen (a token of gap on
+    both sides, so each span's boundary tokens stay visible), without crossing a special
+    token, and within the budget in tokens (so a run of text without spaces, one long
+    "word", is never masked whole, nor most of a short segment). A length with no place
+    left is redrawn; after `max_failures` such draws masking stops.
+
+    A span that would cross the budget, with `remaining` tokens of it left, is kept whole
+    with probability remaining / its length, and otherwise dropped, which ends the
+    masking: the expected number of masked tokens is then the budget, so the expected
+    share masked is mask_prob (keeping that span always gave 18-20% at n_seq 128), and
+    spans stay whole words (the authors' code cuts the crossing span mid-word).
     """
-    longest = max((len(r) for r in rows), default=0)
-    width = max(longest, 1) if width is None else width
-    if longest > width:
-        raise ValueError(f"a row of {longest} does not fit width {width}")
-    out = np.full((len(rows), width), fill, dtype=dtype)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out
+    ids = np.asarray(input_ids)
+    w_start, w_end = word_spans(ids, word_starts)
+    n_words, T = len(w_start), len(ids)
+    n_maskable = int((w_end - w_start).sum())
+    empty = np.zeros(0, dtype=np.int64)
+    if n_words == 0 or mask_prob <= 0:
+        return empty, empty, empty
+    budget = max(1, int(round(n_maskable * mask_prob)))
+    # breaks[k]: special tokens between word 0 and word k (a span's words must be adjacent).
+    breaks = np.concatenate([[0], np.cumsum(w_end[:-1] != w_start[1:])]).tolist()
+    starts_of, ends_of = w_start.tolist(), w_end.tolist()
+    masked = bytearray(T)
+
+    def fits(w: int, L: int) -> bool:
+        """L words from word w: at most `budget` tokens, a free boundary token on each side,
+        nothing masked, no special token inside."""
+        last = w + L - 1
+        lo, hi = starts_of[w] - 1, ends_of[last]  # the boundary tokens
+        return (lo >= 0 and hi < T and hi - lo - 1 <= budget and breaks[last] == breaks[w]
+                and 1 not in masked[lo : hi + 1])
+
+    # A scalar loop: Python's generator (seeded from rng) costs ~0.1 us a draw, numpy's ~2 us.
+    r = random.Random(int(rng.integers(2**63)))
+    cdf = np.cumsum(span_length_probs(p, max_span)).tolist()
+    spans: list[tuple[int, int, int]] = []
+    n_masked = failures = 0
+    while n_masked < budget and failures < max_failures:
+        L = min(bisect.bisect_right(cdf, r.random()), max_span - 1) + 1  # inverse CDF
+        n_first = n_words - L + 1  # words a span of L words can start at
+        w = None
+        for _ in range(16 if n_first > 0 else 0):  # rejection sampling: uniform among the places that fit
+            c = r.randrange(n_first)
+            if fits(c, L):
+                w = c
+                break
+        if w is None:  # crowded: list every place that fits, and draw among them (uniform as well)
+            places = [c for c in range(max(n_first, 0)) if fits(c, L)]
+            if not places:
+                failures += 1
+                continue
+            w = places[r.randrange(len(places))]
+        s, e = starts_of[w], ends_of[w + L - 1]
+        if n_masked + e - s > budget and r.random() * (e - s) >= budget - n_masked:
+            break  # the crossing span is dropped (see above): the expected total is the budget
+        masked[s:e] = b"\x01" * (e - s)
+        spans.append((s, e, L))
+        n_masked += e - s
+    if not spans:
+        return empty, empty, empty
+    starts, ends, lengths = (np.asarray(c, dtype=np.int64) for c in zip(*sorted(spans)))
+    return starts, ends, lengths
 
 
-class MaskedSegmentDataset:
-    """Variable-length instances of a token store (`tokens` + `offsets`), masked anew
-    at every `collate` (dynamic masking). BERT's and SpanBERT's pretraining data.
+@dataclass
+class SpanMasking:
+    """One sequence's masking. Per masked token (M of them, in position order):
+    positions, labels (the original ids), span_left / span_right (positions of the
+    boundary tokens of its span: the tokens just before and just after it) and
+    span_offset (its place in the span, 0 for the first token)."""
 
-    The masks of a batch come from a generator seeded by one draw of torch's
-    global RNG plus the batch's indices: the trainer checkpoints that RNG, so a
-    resumed run draws exactly the masks the uninterrupted run would have, while
-    each epoch sees new masks. Subclasses set `format` and write `collate`.
-    """
+    input_ids: np.ndarray  # (T,) the sequence with the spans replaced
+    positions: np.ndarray
+    labels: np.ndarray
+    span_left: np.ndarray
+    span_right: np.ndarray
+    span_offset: np.ndarray
 
-    format = ""
 
-    def __init__(self, store: Any, cfg: Any):
-        if store.meta.get("format") != self.format:
-            raise UserError(f"{store.path} is not {self.format} pretraining data (format {store.meta.get('format')!r}); "
-                            f"build it with python data.py in {self.format}/")
-        self.n_seq = store.check_n_seq(cfg.n_seq)
-        self.tokens, self.offsets = store["tokens"], store["offsets"]
-        self.word_starts = np.asarray(store["word_starts"], dtype=bool)
-        self.mask_prob = float(store.meta["mask_prob"])
-        self.n_vocab = cfg.n_vocab
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def instance(self, i: int) -> np.ndarray:
-        """Token ids of instance i, special tokens included."""
-        return self.tokens[self.offsets[i] : self.offsets[i + 1]].astype(np.int64)
-
-    @staticmethod
-    def batch_rng(indices: np.ndarray) -> np.random.Generator:
-        """The generator a batch's masks are drawn from (see the class docstring)."""
-        import torch
-
-        draw = int(torch.randint(0, 2**62, (1,)))
-        return np.random.default_rng([draw, *np.asarray(indices, dtype=np.int64).tolist()])
+def mask_spans(input_ids: np.ndarray, word_starts: np.ndarray, mask_prob: float, rng: np.random.Generator,
+               n_vocab: int, p: float = GEOMETRIC_P, max_span: int = MAX_SPAN_WORDS) -> SpanMasking:
+    """SpanBERT's masking of one sequence: choose spans, replace them 80/10/10 per span."""
+    starts, ends, _ = choose_spans(input_ids, word_starts, mask_prob, rng, p, max_span)
+    lengths = ends - starts
+    span_of = np.repeat(np.arange(len(starts)), lengths)  # the span of each masked token
+    offset = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    positions = starts[span_of] + offset
+    masked, labels = replace_tokens(input_ids, positions, rng, n_vocab, groups=span_of)
+    return SpanMasking(masked, positions, labels, starts[span_of] - 1, ends[span_of], offset)

@@ -17,12 +17,13 @@ from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 from tqdm import tqdm
 
-from common.cli import UserError, make_parser, positive_int
-from common.corpus import nsmc_split, read_nsmc_json
-from common.paths import DEFAULT_VOCAB, KOWIKI_JSON, NSMC_TEST_JSON, rel
-from common.vocab import Vocab
+from common.cli import UserError, add_vocab_option, make_parser, positive_int
+from common.nsmc import nsmc_split, read_nsmc_json
+from common.paths import KOWIKI_JSON, NSMC_TEST_JSON, rel
+from common.vocab import Vocab, load_vocab
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,10 +36,18 @@ def data_parser(description: str, default_output: Path, n_seq: int) -> argparse.
     parser.add_argument("--input", default=rel(KOWIKI_JSON), help="kowiki.json from data/kowiki.py")
     parser.add_argument("--output", default=rel(default_output), help="token store folder to write")
     parser.add_argument("--n_seq", type=positive_int, default=n_seq, help="tokens per training instance")
-    parser.add_argument("--vocab", default=rel(DEFAULT_VOCAB), help="SentencePiece model")
+    add_vocab_option(parser)
     parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="tokenizer processes")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     return parser
+
+
+def load_store_vocab(vocab_path: str | os.PathLike) -> Vocab:
+    """The vocab of a token store: the stores keep ids as uint16, so it must hold at most 65,535 pieces."""
+    vocab = load_vocab(vocab_path)
+    if len(vocab) > np.iinfo(np.uint16).max:
+        raise UserError(f"{vocab_path} has {len(vocab)} pieces: more than uint16 holds (use a vocab under 65,536)")
+    return vocab
 
 
 def add_review_text_args(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +60,7 @@ def add_review_text_args(parser: argparse.ArgumentParser) -> None:
 
 
 def pretraining_reviews(path: str | os.PathLike, test_path: str | os.PathLike) -> list[str]:
-    """The review texts of an NSMC train file's pool (`common.corpus.nsmc_split`), for pretraining.
+    """The review texts of an NSMC train file's pool (`common.nsmc.nsmc_split`), for pretraining.
 
     Task-adaptive pretraining may read the labelled reviews' text, never the text
     fine-tuning selects on (the dev split) or is scored on (the test file): the dev

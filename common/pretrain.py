@@ -16,17 +16,20 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from common.checkpoint import check_compatible, load_checkpoint, prev_path
-from common.cli import UserError, make_parser, non_negative_int, positive_int, probability, require_output_dir, run_main
+from common.batches import random_batches
+from common.checkpoint import load_compatible
+from common.cli import UserError, make_parser, non_negative_int, probability, require_output_dir, run_main
 from common.config import ModelConfig, load_config
 from common.device import Runtime, seed_everything, setup_runtime
+from common.evaluation import Dataset, evaluate
 from common.io import exclusive_output, write_json
 from common.layers import count_parameters
-from common.paths import DEFAULT_VOCAB, rel
+from common.paths import rel
 from common.results import write_csv
 from common.token_store import TokenStore
-from common.tracking import add_tracking_args, check_tracker, open_tracker
-from common.trainer import Dataset, TrainSettings, Trainer, evaluate, random_batches
+from common.tracking import check_tracker, open_tracker
+from common.train_options import TrainSettings, add_common_training_args, resolve_resume, settings_from_args
+from common.trainer import Trainer
 from common.vocab import Vocab, load_vocab
 
 
@@ -56,7 +59,7 @@ class PretrainSpec:
     default_input: Path  # token store written by data.py
     build_model: Callable[[ModelConfig], nn.Module]  # a `.trunk`; forward(**batch) -> (loss, metrics)
     open_dataset: Callable[[TokenStore, ModelConfig], Dataset]
-    format_metrics: Callable[[dict[str, float]], str]
+    format_metrics: Callable[[dict[str, float]], str] = lambda m: format_head_metrics(m)
     # optional: initialize from the training data (not the held-out slice) before step 1; skipped on --resume
     init_from_data: Callable[[nn.Module, Subset], None] | None = None
     default_lr: float = 1e-4
@@ -64,54 +67,13 @@ class PretrainSpec:
     default_epoch: int = 20
 
 
-def add_common_training_args(parser: argparse.ArgumentParser, folder: Path, save_default: str, batch: int,
-                             epoch: int, lr: float) -> None:
-    """Options shared by pretrain.py and train.py."""
-    parser.add_argument("--config", default=rel(folder / "config_half.json"), help="model config JSON")
-    parser.add_argument("--vocab", default=rel(DEFAULT_VOCAB), help="SentencePiece model")
-    parser.add_argument("--save", default=rel(folder / save_default), help="checkpoint to write")
-    parser.add_argument("--epoch", type=positive_int, default=epoch, help="epochs")
-    parser.add_argument("--batch", type=positive_int, default=batch,
-                        help="global batch size (summed over GPUs / torchrun ranks and --grad_accum steps)")
-    parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW)")
-    parser.add_argument("--warmup", type=float, default=0.05, help="warmup: share of steps if < 1, else a step count")
-    parser.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
-    parser.add_argument("--beta2", type=float, default=0.999, help="AdamW beta2 (second-moment decay)")
-    parser.add_argument("--grad_accum", type=positive_int, default=1, help="micro-batches per optimizer step")
-    parser.add_argument("--max_steps", type=non_negative_int, default=0, help="stop after this many steps (0: no cap)")
-    parser.add_argument("--gpu", type=int, default=None, help="GPU index (default: cuda:0 if present, else CPU)")
-    parser.add_argument("--seed", type=int, default=42, help="random seed")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training step (inductor; CPU or CUDA)")
-    parser.add_argument("--resume", nargs="?", const="yes", default="no", choices=RESUME_MODES, metavar="auto",
-                        help="continue from the checkpoint training left behind; 'auto': continue when there is "
-                             "one, else start (what a restarted worker of torchrun --max-restarts needs)")
-    add_tracking_args(parser)
+def format_head_metrics(m: dict[str, float]) -> str:
+    """`loss L | mlm loss L acc A | nsp loss L acc A`: the total loss, then each head's loss and accuracy."""
+    heads = sorted(k.removesuffix("_loss") for k in m if k.endswith("_loss"))
+    return " | ".join([f"loss {m['loss']:.3f}", *(f"{h} loss {m[f'{h}_loss']:.3f} acc {m[f'{h}_acc']:.3f}" for h in heads)])
 
 
-RESUME_MODES = ("no", "yes", "auto")
 CURVE_INSTANCES = 256  # held-out instances of each point of the curve: a few seconds, the same ones each time
-
-
-def resolve_resume(mode: str, save: Path) -> bool:
-    """Whether to resume: --resume needs a checkpoint, a fresh start refuses to overwrite one, 'auto' takes either."""
-    existing = save if save.exists() else prev_path(save)
-    if mode == "yes" and not existing.exists():
-        raise UserError(f"nothing to resume: {save} not found (run without --resume to start, or pass its --save)")
-    if mode == "no" and existing.exists():
-        raise UserError(f"{existing} exists: pass --resume to continue it, or another --save to start over")
-    return existing.exists()
-
-
-def settings_from_args(args: argparse.Namespace, save_every: int = 0) -> TrainSettings:
-    if args.lr <= 0:
-        raise UserError(f"--lr must be > 0, got {args.lr}")
-    if args.warmup < 0:
-        raise UserError(f"--warmup must be >= 0, got {args.warmup}")
-    if not 0 < args.beta2 < 1:
-        raise UserError(f"--beta2 must be in (0, 1), got {args.beta2}")
-    return TrainSettings(epochs=args.epoch, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
-                         weight_decay=args.weight_decay, grad_accum=args.grad_accum, seed=args.seed,
-                         save_every=save_every, max_steps=args.max_steps, beta2=args.beta2, compile=args.compile)
 
 
 def pretrain_main(spec: PretrainSpec) -> None:
@@ -191,9 +153,7 @@ def _pretrain(spec: PretrainSpec, args: argparse.Namespace, settings: TrainSetti
     trainer.log_every, trainer.evaluate_every = args.log_every, args.eval_every
     trainer.evaluate_now = lambda: {f"heldout_{k}": v for k, v in evaluate(model, curve_set, args.batch, runtime).items()}
     if args.resume:
-        state = load_checkpoint(save)
-        check_compatible(state, save, cfg.to_dict(), vocab.fingerprint, args.vocab)
-        trainer.resume(state)
+        trainer.resume(load_compatible(save, cfg.to_dict(), vocab.fingerprint, args.vocab))
     if runtime.is_main:
         print(f"{spec.name}: {count_parameters(model) / 1e6:.1f}M parameters, {len(train_set):,} train / "
               f"{n_heldout:,} held-out instances, {trainer.total_steps:,} steps of {args.batch} on {runtime.device}")

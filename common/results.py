@@ -1,5 +1,5 @@
-"""Results of fine-tuning runs: per-run CSV logs, the model's results table,
-its README section and plots, all regenerated from the logged files.
+"""Results of fine-tuning runs: a finished run's row and logs (train.py's report), the model's
+results table, its README section and plots, all regenerated from the logged files.
 
     python -m common.results gpt      # rebuild gpt/README.md's table and gpt/img/*.svg
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,33 @@ def append_result(path: str | os.PathLike, row: dict[str, Any]) -> None:
     """Add a run's row; a row with the same item replaces the older one (a rerun supersedes it)."""
     rows = [r for r in read_csv(path) if r["item"] != row["item"]]
     write_csv(path, rows + [row], RESULT_COLUMNS)
+
+
+def result_row(item: str, pretrain: str, variant: str, history: list[dict[str, Any]], test: dict[str, float],
+               train_reviews: int, seed: int, device: str, note: str) -> dict[str, Any]:
+    """A fine-tuning run's row of the results table: the epoch dev picked, and test scored with it."""
+    best = max(history, key=lambda r: r["dev_acc"])
+    return {"item": item, "pretrain": pretrain, "variant": variant or "-", "epochs": len(history),
+            "best_epoch": best["epoch"], "train_reviews": train_reviews, "seed": seed,
+            "dev_acc": round(best["dev_acc"], 4), "test_loss": round(test["loss"], 4), "test_acc": round(test["acc"], 4),
+            "minutes": round(sum(r["time_s"] for r in history) / 60, 1), "device": device, "note": note}
+
+
+def record_run(results: str, row: dict[str, Any], history: list[dict[str, Any]], step_log: list[dict[str, Any]],
+               save: Path) -> None:
+    """Report a finished run: its logs in runs/ beside `results`, its row in `results`, and the model folder's
+    README table and plots redrawn when `results` is the folder's own table (it has a README)."""
+    folder = Path(results).parent
+    runs = folder / "runs"
+    runs.mkdir(exist_ok=True)
+    write_csv(runs / f"{row['item']}.csv", history)
+    write_csv(runs / f"{row['item']}.steps.csv", step_log)
+    append_result(results, row)
+    print(f"best epoch {row['best_epoch']} (dev acc {row['dev_acc']:.4f}): test acc {row['test_acc']:.4f}; "
+          f"model saved to {save}; results in {results}")
+    print("command: " + " ".join(shlex.quote(a) for a in sys.argv))
+    if (folder / "README.md").is_file():
+        update_report(folder)
 
 
 def _fmt(value: str, digits: int = 4) -> str:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Reproduce a model's README results table on a 2-core CPU:
-#   bash common/run_budget.sh bert|spanbert      (or bash run_budget.sh inside the model folder)
-# GPT's results come from gpt/experiment.py (common/experiment.py): three pretrainings
-# at one token budget, the label curve with seeds and TF-IDF; BERT and SpanBERT move there next.
+# Reproduce a model's README results table on a 2-core CPU. Not run by itself: a model
+# folder's run_budget.sh (`bash run_budget.sh` in that folder) sets, then sources this file:
+#   steps batch n_seq lr warmup   its default pretraining budget
+#   finetune_runs                 a function: its NSMC fine-tunings, one `finetune ITEM ARGS...` each
+# (A model whose results come from common/experiment.py has no run_budget.sh.)
 # Real corpora come from $CORPUS_DIR (or data/download/); config_half; a fixed
 # pretraining budget; then the model's NSMC fine-tunings (from scratch and
 # pretrained, with its variants) and the TF-IDF baseline row. Every number is
@@ -11,22 +12,18 @@
 #
 # The budget is set by the variables below. Each model's defaults are the
 # budget its README table was made with, at one torch thread so that two
-# models can run side by side on this 2-core CPU (OMP_NUM_THREADS=1): BERT took
-# 41 min and SpanBERT 60, after data.py
-# (13 and 7 min for BERT's and SpanBERT's with one worker). Override them to
-# shorten or stretch a run, e.g.
+# models can run side by side on this 2-core CPU (OMP_NUM_THREADS=1). Override
+# them to shorten or stretch a run, e.g.
 #   PRETRAIN_STEPS=300 TRAIN_LIMIT=40000 TRAIN_EPOCHS=2 bash run_budget.sh
 # The Note column of the table records the budget used. An existing
 # save_pretrain.pth is resumed with the same settings (delete it to start over).
 set -euo pipefail
-model=${1:?usage: run_budget.sh bert|spanbert}
-cd "$(dirname "$0")/../$model"
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  echo "run a model folder's run_budget.sh (it sets the defaults and sources this file)" >&2; exit 2
+fi
+cd "$(dirname "$0")"                       # the model folder whose run_budget.sh sourced this file
+model=$(basename "$PWD")
 
-case $model in  # per-model defaults: GPT reads long windows, BERT/SpanBERT pretrain at 128 tokens (as BERT's first phase)
-  bert|spanbert) steps=300 batch=32 n_seq=128 lr=5e-4 warmup=30 ;;
-  gpt) echo "GPT's results come from its experiment: cd gpt && python experiment.py" >&2; exit 2 ;;
-  *) echo "unknown model: $model (bert or spanbert)" >&2; exit 2 ;;
-esac
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-$steps}   # optimizer steps of PRETRAIN_BATCH x N_SEQ tokens
 PRETRAIN_BATCH=${PRETRAIN_BATCH:-$batch}
 N_SEQ=${N_SEQ:-$n_seq}                     # pretraining instance length
@@ -57,13 +54,6 @@ finetune() {  # finetune ITEM ARGS...: one NSMC run, its row in results.csv
   python train.py --item "$item" --config config_half.json --epoch "$TRAIN_EPOCHS" --batch "$TRAIN_BATCH" \
     --lr "$train_lr" --warmup 0.1 --train_limit "$TRAIN_LIMIT" --note "$note" "$@" "${gpu_args[@]}"
 }
-case $model in
-  bert)
-    finetune bert-scratch --pretrain none
-    finetune bert-pre --pretrain save_pretrain.pth ;;
-  spanbert)
-    finetune spanbert-scratch-cls --pretrain none --logit cls
-    for logit in cls mean max; do finetune "spanbert-pre-$logit" --pretrain save_pretrain.pth --logit "$logit"; done ;;
-esac
+finetune_runs
 python -m common.baseline --train_limit "$TRAIN_LIMIT" --models "$model"
 python -m common.results "$model"

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -74,6 +75,34 @@ class StoreWriter:
         self.append("tokens", np.concatenate(rows).astype(dtype))
         self.append("offsets", start + np.cumsum(lengths))
         return int(lengths.sum())
+
+    def write_instances(self, instances: Iterable[tuple[np.ndarray, dict[str, int]]],
+                        columns: dict[str, type] | None = None, block: int = 4096) -> tuple[int, int]:
+        """Append a stream of (token ids, per-instance values) with `append_instances`, the values of
+        `columns` (name -> dtype, e.g. BERT's len_a) as arrays beside them, `block` instances at a time
+        (bounded memory); returns (instances, tokens) written."""
+        columns = columns or {}
+        rows: list[np.ndarray] = []
+        values: dict[str, list[int]] = {name: [] for name in columns}
+        n_instances = n_tokens = 0
+
+        def flush() -> None:
+            nonlocal n_instances, n_tokens
+            n_instances, n_tokens = n_instances + len(rows), n_tokens + self.append_instances(rows)
+            for name, dtype in columns.items():
+                self.append(name, np.asarray(values[name], dtype=dtype))
+                values[name].clear()
+            rows.clear()
+
+        for ids, extra in instances:
+            rows.append(ids)
+            for name in columns:
+                values[name].append(extra[name])
+            if len(rows) >= block:
+                flush()
+        if rows:
+            flush()
+        return n_instances, n_tokens
 
     def close(self) -> None:
         try:

@@ -17,224 +17,35 @@ tokens/s, atomic checkpoints every N steps and every epoch, exact resume
 of the epoch's metrics, and every rank's RNG), and a clean checkpoint-and-exit
 on Ctrl-C / SIGTERM.
 
-Distributed training (torchrun; `common.device.setup_runtime` joins the group):
-- `batch_size` is the global batch. Every rank builds the same batch plan and
-  collates only its slice of each global batch (np.array_split over ranks, then
-  over --grad_accum micro-batches), so it reads only its shard of the memory-
-  mapped data. Each micro-batch's loss is weighted by its share of the global
-  batch, so after DDP averages over ranks the gradient is the gradient of the
-  global batch's mean loss whatever the split: exact when the loss is a mean
-  over instances (GPT pretraining: every window has n_seq targets; the NSMC
-  classifier); a loss averaged over a varying number of tokens per instance
-  (MLM, the auxiliary LM loss) gets the usual DDP approximation, each
-  micro-batch's token mean weighted by its instances.
-- Every trainable parameter must take part in every forward pass: DDP is built
-  without `find_unused_parameters` (that costs an extra traversal per step), so
-  a parameter with requires_grad that gets no gradient breaks the next step.
-  Freeze what a model does not train (`requires_grad_(False)`, as SpanBERT's
-  pooler in pretraining); the first step checks it and names any offender.
-- Randomness: all ranks seed alike before the model is built (identical
-  initialization; DDP also broadcasts rank 0's weights); then ranks > 0 reseed
-  from (seed, rank), so their dropout masks are independent of rank 0's, while
-  rank 0 draws exactly what a single process would. With dropout > 0 a run on
-  N ranks therefore differs from a single-process run (an instance's dropout
-  mask depends on the rank it lands on); with dropout 0 the weights agree up to
-  float rounding (tests/test_distributed.py). Every rank's RNG state is
-  gathered into the checkpoint, so resuming on the same number of ranks is exact.
-- Only rank 0 writes checkpoints (every rank contributes its RNG and metric
-  sums), logs and plots. A stop request (signal) is agreed on by all ranks
-  after each step, so they stop after the same step.
-- Evaluation spreads whole batches over the ranks and sums (sum, count) pairs
-  over all of them: the result is the same for any number of ranks, also when
-  the batches do not divide evenly (a rank may get none). Batch i draws its
-  randomness (BERT's masks) from a generator seeded by i, not from the training
-  stream, so held-out numbers are comparable between epochs and world sizes and
-  evaluating does not change the training run.
+Under torchrun every rank runs this loop on its slice of each global batch: what
+that means for batch sizes, gradients, randomness, checkpoints and evaluation is
+set out in common/device.py.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm
 
+from common.batches import BatchPlan
 from common.checkpoint import load_checkpoint, save_checkpoint
-from common.cli import Stopped, UserError
-from common.device import Runtime, rank_seed, rng_state, set_rng_state
+from common.cli import StopFlag, Stopped, UserError
+from common.device import (Runtime, any_rank, check_every_parameter_trained, gather_objects, rank_seed,
+                           restore_rank_state, rng_state)
+from common.evaluation import Dataset, add_metrics, reduce_metrics, to_device
 from common.io import NoSpace
+from common.train_options import RESUME_OPTIONS, TrainSettings, lr_factor, make_optimizer
 from common.vocab import PAD_ID
-
-Metrics = dict[str, tuple[Tensor, Tensor]]
-StepFn = Callable[[nn.Module, dict[str, Tensor]], tuple[Tensor, Metrics]]
-
-
-def forward_step(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
-    """The default step: the model computes its own loss and metrics."""
-    return model(**batch)
-BatchPlan = Callable[[int], list[np.ndarray]]
-
-
-class Dataset(Protocol):
-    def __len__(self) -> int: ...
-    def collate(self, indices: np.ndarray) -> dict[str, Tensor]: ...
-
-
-@dataclass
-class TrainSettings:
-    epochs: int
-    batch_size: int  # global batch: summed over ranks and accumulation steps
-    lr: float
-    warmup: float = 0.1  # share of all steps (< 1) or a number of steps (>= 1)
-    weight_decay: float = 0.01
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    save_every: int = 0  # steps between checkpoints; 0 = at epoch ends only
-    max_steps: int = 0  # stop after this many optimizer steps; 0 = no cap
-    beta2: float = 0.999  # AdamW's second-moment decay (0.98-0.99 adapt faster in short runs)
-    compile: bool = False  # torch.compile the training forward/backward (CPU inductor or CUDA)
-
-    def warmup_steps(self, total: int) -> int:
-        return int(self.warmup * total) if self.warmup < 1 else int(self.warmup)
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warmup from 0 to 1 over `warmup` steps, then linear decay to 0 at `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
-def random_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True) -> list[np.ndarray]:
-    """A seeded permutation of range(n) cut into batches; the same (seed, epoch) gives the same plan."""
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    stop = (n // batch_size) * batch_size if drop_last else n
-    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
-
-
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool,
-                   beta2: float = 0.999) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases, LayerNorm weights and embeddings' position/segment tables."""
-    decay, no_decay, seen = [], [], set()
-    for name, p in model.named_parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        (decay if p.dim() >= 2 and "norm" not in name else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), eps=1e-8, fused=fused or None)
-
-
-def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
-
-
-def gather_objects(obj: Any, runtime: Runtime) -> list[Any]:
-    """`obj` of every rank, in rank order (a collective: every rank must call it)."""
-    if not runtime.distributed:
-        return [obj]
-    out: list[Any] = [None] * runtime.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def any_rank(flag: bool, runtime: Runtime) -> bool:
-    """True on every rank when `flag` is true on at least one (a collective)."""
-    if not runtime.distributed:
-        return flag
-    t = torch.tensor([int(flag)], device=runtime.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def reduce_metrics(totals: dict[str, list[float]], runtime: Runtime) -> dict[str, float]:
-    """Sum (sum, count) pairs over ranks and return the averages."""
-    names = sorted(totals)
-    if runtime.distributed:
-        # A rank that saw no batch (or no batch with some metric) still takes part, with zeros.
-        names = sorted(set().union(*gather_objects(names, runtime)))
-        t = torch.tensor([totals.get(n, [0.0, 0.0]) for n in names], dtype=torch.float64,
-                         device=runtime.device).reshape(len(names), 2)
-        dist.all_reduce(t)
-        totals = {n: t[i].tolist() for i, n in enumerate(names)}
-    return {n: totals[n][0] / totals[n][1] if totals[n][1] else float("nan") for n in names}
-
-
-def add_metrics(totals: dict[str, list[float]], metrics: Metrics) -> None:
-    for name, (s, c) in metrics.items():
-        acc = totals.setdefault(name, [0.0, 0.0])
-        acc[0] += float(s)
-        acc[1] += float(c)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, runtime: Runtime,
-             batches: list[np.ndarray] | None = None, step_fn: StepFn = forward_step,
-             seed: int = 0) -> dict[str, float]:
-    """Average every metric over `dataset` (all ranks together), in eval mode.
-
-    Rank r takes batches r, r + world_size, ...; the sums are added over ranks,
-    so the result does not depend on the number of ranks. Batch i's collate draws
-    from torch's CPU generator seeded with (seed, i), inside a fork of the RNG:
-    the same masks every epoch and on any number of ranks, and the training RNG
-    stream is left as it was.
-    """
-    was_training = model.training
-    model.eval()
-    if batches is None:
-        batches = [np.arange(i, min(i + batch_size, len(dataset))) for i in range(0, len(dataset), batch_size)]
-    totals: dict[str, list[float]] = {}
-    with torch.random.fork_rng(devices=[]):
-        for i in range(runtime.rank, len(batches), runtime.world_size):
-            torch.default_generator.manual_seed(rank_seed(seed, i))  # CPU only; the CUDA stream is not used here
-            batch = to_device(dataset.collate(batches[i]), runtime.device)
-            with runtime.autocast():
-                _, metrics = step_fn(model, batch)
-            add_metrics(totals, metrics)
-    model.train(was_training)
-    return reduce_metrics(totals, runtime)
-
-
-class _StopFlag:
-    """Turns SIGINT/SIGTERM into a request to checkpoint and stop after the current step."""
-
-    def __init__(self, announce: bool = True) -> None:
-        self.requested = False
-        self.signum = signal.SIGTERM.value  # what a rank that got no signal itself reports
-        self.announce = announce  # under torchrun only rank 0 says it
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:  # second signal: give up at once
-            raise KeyboardInterrupt
-        self.requested, self.signum = True, signum
-        if self.announce:
-            print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping",
-                  file=sys.stderr)
-
-    def __enter__(self) -> "_StopFlag":
-        for s in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[s] = signal.signal(s, self._handle)
-            except ValueError:  # not in the main thread
-                pass
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, h in self._previous.items():
-            signal.signal(s, h)
-
 
 @dataclass
 class Progress:
@@ -242,12 +53,6 @@ class Progress:
     step_in_epoch: int = 0  # batches of the current epoch already done
     global_step: int = 0
     tokens_seen: int = 0  # real (non-[PAD]) tokens trained on, all ranks, up to the last step-log point
-
-
-# Settings a resumed run must share with the checkpoint (they shape the trajectory), by option name.
-RESUME_OPTIONS = {"epochs": "--epoch", "batch_size": "--batch", "lr": "--lr", "warmup": "--warmup",
-                  "weight_decay": "--weight_decay", "grad_accum": "--grad_accum", "max_grad_norm": "max_grad_norm",
-                  "seed": "--seed", "max_steps": "--max_steps", "beta2": "--beta2"}
 
 
 @dataclass
@@ -258,7 +63,6 @@ class Trainer:
     settings: TrainSettings
     runtime: Runtime
     checkpoint_path: Path
-    step_fn: StepFn = forward_step
     # Extra entries stored in every checkpoint (config, vocab fingerprint, args, kind...)
     checkpoint_meta: dict[str, Any] = field(default_factory=dict)
     # Called by every rank after each epoch with (epoch, train metrics); returns
@@ -361,33 +165,15 @@ class Trainer:
         self.saved_step = self.progress.global_step
         self.history = list(state.get("history", []))
         self.step_log = list(state.get("step_log", []))
-        rt = self.runtime
-        ranks = state.get("ranks") or [{"rng": state["rng"], "totals": {}}]
-        if len(ranks) == rt.world_size:
-            mine = ranks[rt.rank]
-            self.epoch_totals = {k: list(v) for k, v in mine["totals"].items()}
-            self.window = list(mine.get("window", [0.0, 0, 0]))
-        else:  # another number of ranks: rank 0 takes all saved sums (their total is what counts)
-            if rt.is_main:
-                print(f"warning: {self.checkpoint_path} was written by {len(ranks)} rank(s), this run has "
-                      f"{rt.world_size}: the dropout RNG of the ranks is redistributed, so the run goes on "
-                      f"but not bit-exactly as it would have", file=sys.stderr)
-            mine = ranks[rt.rank] if rt.rank < len(ranks) else None
-            self.epoch_totals = {}
-            if rt.is_main:
-                for r in ranks:
-                    add_metrics(self.epoch_totals, {k: (v[0], v[1]) for k, v in r["totals"].items()})
-        if mine is not None:
-            set_rng_state(mine["rng"], rt.device)
-        else:
-            torch.manual_seed(rank_seed(self.settings.seed, rt.rank))
+        self.epoch_totals, self.window = restore_rank_state(state, self.checkpoint_path, self.runtime,
+                                                            self.settings.seed)
         return True
 
     # --- the loop ------------------------------------------------------------
     def _done(self) -> bool:
         return self.progress.global_step >= self.total_steps
 
-    def _stop_if_requested(self, stop: _StopFlag, bar: tqdm | None = None) -> None:
+    def _stop_if_requested(self, stop: StopFlag, bar: tqdm | None = None) -> None:
         """After a step: if any rank got a signal, all save together and stop (a collective)."""
         if any_rank(stop.requested, self.runtime):
             if bar is not None:
@@ -404,7 +190,7 @@ class Trainer:
         if p.global_step and rt.is_main:
             print(f"resuming at epoch {p.epoch + 1}, step {p.step_in_epoch}/{self.steps_per_epoch} "
                   f"(global step {p.global_step})")
-        with _StopFlag(announce=rt.is_main) as stop:
+        with StopFlag(announce=rt.is_main) as stop:
             while p.epoch < s.epochs and not self._done():
                 plan = self.batch_plan(p.epoch)
                 totals = self.epoch_totals  # restored by resume() mid-epoch, else empty
@@ -493,37 +279,15 @@ class Trainer:
             weight = rt.world_size * len(mb) / len(indices)
             sync = i == len(micro_batches) - 1 or not rt.distributed
             with (contextlib.nullcontext() if sync else model.no_sync()), rt.autocast():
-                loss, metrics = self.step_fn(model, batch)
+                loss, metrics = model(**batch)
             (loss * weight).backward()
             add_metrics(totals, metrics)
             loss_sum += float(loss.detach()) * len(mb) / len(mine)
-        if not self._checked_gradients:
-            self._check_every_parameter_trained()
+        if not self._checked_gradients:  # after the first backward (see common/device.py)
+            check_every_parameter_trained(self.model, self.runtime)
+            self._checked_gradients = True
         if s.max_grad_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum, n_tokens
-
-    def _check_every_parameter_trained(self) -> None:
-        """After the first backward: a trainable parameter without a gradient breaks DDP (see the module docstring)."""
-        self._checked_gradients = True
-        unused = [n for n, p in self.model.named_parameters() if p.requires_grad and p.grad is None]
-        if not unused:
-            return
-        message = (f"parameters with requires_grad got no gradient: {', '.join(unused[:5])}"
-                   f"{' ...' if len(unused) > 5 else ''}; freeze them with requires_grad_(False) in the model")
-        if self.runtime.distributed:
-            raise RuntimeError(message + " (DistributedDataParallel needs every trained parameter used)")
-        print(f"warning: {message} (harmless here, but training under torchrun would fail)", file=sys.stderr)
-
-
-def module_state(state: dict[str, Any], name: str) -> dict[str, Tensor]:
-    """The `<name>.*` weights of a saved model, with the prefix removed."""
-    prefix = f"{name}."
-    return {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
-
-
-def perplexity(loss: float) -> float:
-    """Perplexity from a mean cross-entropy (nats), capped to stay printable."""
-    return math.exp(min(loss, 50.0))

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from common.cli import UserError, make_parser, require_output_dir, run_main
-from common.corpus import read_nsmc_tsv
+from common.nsmc import read_nsmc_tsv
 from common.io import atomic_open
 from common.paths import DATA_DIR, DOWNLOAD_DIR, NSMC_TEST_JSON, NSMC_TRAIN_JSON, SAMPLE_DIR, corpus_dir, rel
 

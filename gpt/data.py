@@ -18,9 +18,10 @@ import numpy as np
 
 from common.cli import UserError, run_main
 from common.paths import DATA_DIR
-from common.prep import add_review_text_args, check_output, data_parser, pretraining_reviews, tokenized_articles
+from common.prep import (add_review_text_args, check_output, data_parser, load_store_vocab, pretraining_reviews,
+                         tokenized_articles)
 from common.token_store import StoreWriter
-from common.vocab import BOS_ID, EOS_ID, load_vocab
+from common.vocab import BOS_ID, EOS_ID
 
 DEFAULT_OUTPUT = DATA_DIR / "kowiki_gpt"
 
@@ -33,9 +34,7 @@ def sources(input_path: str, extra: str | None) -> dict[str, str | None]:
 
 def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: int,
           extra: str | None = None, test_path: str = "") -> dict:
-    vocab = load_vocab(vocab_path)
-    if len(vocab) > np.iinfo(np.uint16).max:
-        raise UserError(f"{vocab_path} has {len(vocab)} pieces: more than uint16 holds (use a vocab under 65,536)")
+    vocab = load_store_vocab(vocab_path)
     if input_path == "none" and not extra:
         raise UserError("--input none leaves nothing to tokenize (pass --extra ../data/ratings_train.json, or a kowiki.json)")
     reviews = pretraining_reviews(extra, test_path) if extra else []

@@ -16,19 +16,19 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from common.checkpoint import check_compatible, load_checkpoint
-from common.cli import UserError, make_parser, non_negative_int, positive_int, run_main
+from common.cli import UserError, add_gpu_option, add_vocab_option, make_parser, non_negative_int, positive_int, run_main
 from common.config import ModelConfig
 from common.device import Runtime, setup_runtime
 from common.layers import KVCache
-from common.paths import DEFAULT_VOCAB, rel
+from common.paths import rel
 from common.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab, load_vocab
 from gpt.model import GPTLMHeadModel
-from gpt.finetune_spec import SPEC
 
 
 def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 0.0) -> Tensor:
@@ -199,8 +199,9 @@ def load_lm(path: str, vocab: Vocab, vocab_path: str, runtime: Runtime) -> GPTLM
 def main() -> None:
     parser = make_parser("Sample text from a pretrained GPT (key/value-cached decoding).")
     parser.add_argument("prompt", help="text to continue")
-    parser.add_argument("--model", default=rel(SPEC.folder / "save_pretrain.pth"), help="checkpoint from pretrain.py")
-    parser.add_argument("--vocab", default=rel(DEFAULT_VOCAB), help="SentencePiece model")
+    parser.add_argument("--model", default=rel(Path(__file__).resolve().parent / "save_pretrain.pth"),
+                        help="checkpoint from pretrain.py")
+    add_vocab_option(parser)
     parser.add_argument("--max_len", type=positive_int, default=64, help="tokens to generate")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (0: greedy)")
     parser.add_argument("--top_k", type=non_negative_int, default=40, help="sample among the k most likely tokens (0: off)")
@@ -210,7 +211,7 @@ def main() -> None:
                         help="torch.compile the decode step: it compiles first (about 10 s on a 2-core CPU), "
                              "then decodes faster")
     parser.add_argument("--seed", type=int, default=42, help="random seed")
-    parser.add_argument("--gpu", type=int, default=None, help="GPU index (default: cuda:0 if present, else CPU)")
+    add_gpu_option(parser)
     args = parser.parse_args()
 
     def run() -> None:

@@ -12,22 +12,19 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from common.config import ModelConfig
-from common.layers import KVCache, LMHead, Transformer, classification_loss, last_token
-from common.trainer import Metrics
+from common.layers import KVCache, LMHead, Transformer, last_token
+from common.losses import Metrics, classification_loss
 from common.vocab import PAD_ID
 
 
-def lm_loss(lm_head: nn.Module, hidden: Tensor, targets: Tensor) -> tuple[Tensor, Metrics]:
+def lm_loss(lm_head: LMHead, hidden: Tensor, targets: Tensor) -> tuple[Tensor, Metrics]:
     """Next-token cross-entropy over positions whose target is a real token.
 
     Only those rows are projected onto the vocab, so padding costs no LM-head FLOPs.
     hidden (B, T, D); targets (B, T) holding PAD_ID where there is nothing to predict.
     """
     keep = targets != PAD_ID
-    y = targets[keep]
-    loss_sum, correct = lm_head.loss(hidden[keep], y)  # chunked: the (N, n_vocab) logits are never all in memory
-    n = y.numel()
-    return loss_sum / max(n, 1), {"loss": (loss_sum.detach(), n), "acc": (correct, n)}
+    return lm_head.loss(hidden[keep], targets[keep])  # chunked: the (N, n_vocab) logits are never all in memory
 
 
 class GPTLMHeadModel(nn.Module):

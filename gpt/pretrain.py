@@ -7,9 +7,9 @@ import numpy as np
 import torch
 
 from common.config import ModelConfig
+from common.losses import perplexity
 from common.pretrain import PretrainSpec, Subset, pretrain_main
 from common.token_store import TokenStore, token_counts
-from common.trainer import perplexity
 from gpt.data import DEFAULT_OUTPUT
 from gpt.model import GPTLMHeadModel
 

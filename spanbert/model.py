@@ -13,20 +13,19 @@ The pretraining loss is L_MLM + L_SBO, both averaged over the masked tokens.
 
 Names follow the paper (span boundary, offset) and Hugging Face's BERT classes;
 the trunk is `common.encoder.BertModel`, named `trunk` so that fine-tuning loads
-it with `common.trainer.module_state`.
+it with `common.checkpoint.module_state`.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.config import ModelConfig
 from common.encoder import BertModel, MLMHead, masked_lm_loss
-from common.layers import classification_loss, init_weights, masked_max, masked_mean
-from common.trainer import Metrics
+from common.layers import LMHead, init_weights, masked_max, masked_mean
+from common.losses import Metrics, classification_loss
+from common.masking import MAX_SPAN_WORDS
 from common.vocab import PAD_ID
-from spanbert.data import MAX_SPAN_WORDS
 
 # Spans are drawn in whole words, at most MAX_SPAN_WORDS of them (the paper's clip),
 # but a word is one or more SentencePiece pieces, so offsets inside a span are
@@ -40,11 +39,12 @@ SBO_MAX_TARGETS = 4 * MAX_SPAN_WORDS
 LOGIT_CHOICES = ("cls", "mean", "max")
 
 
-class SpanBoundaryHead(nn.Module):
-    """The SBO head: boundary encodings + relative position -> 2-layer MLP -> tied vocab projection."""
+class SpanBoundaryHead(LMHead):
+    """The SBO head: boundary encodings + relative position -> 2-layer MLP -> LMHead's tied vocab
+    projection + bias (no transform: the MLP's output y_i is scored as it is)."""
 
     def __init__(self, cfg: ModelConfig, token_embedding: nn.Embedding, max_targets: int = SBO_MAX_TARGETS):
-        super().__init__()
+        super().__init__(cfg, token_embedding, transform=False)
         D, eps = cfg.d_hidn, cfg.layer_norm_epsilon
         self.max_targets = max_targets
         self.position_embeddings = nn.Embedding(max_targets, D)  # p_1 .. p_max (index = offset in the span)
@@ -52,15 +52,16 @@ class SpanBoundaryHead(nn.Module):
             nn.Linear(3 * D, D), nn.GELU(), nn.LayerNorm(D, eps=eps),
             nn.Linear(D, D), nn.GELU(), nn.LayerNorm(D, eps=eps),
         )
-        self.token_embedding = token_embedding  # tied: the same parameter as the trunk's
-        self.bias = nn.Parameter(torch.zeros(cfg.n_vocab))
         self.position_embeddings.apply(init_weights)
         self.mlp.apply(init_weights)
 
+    def encode(self, left: Tensor, right: Tensor, offset: Tensor) -> Tensor:
+        """The paper's y_i: left, right (N, D) boundary encodings; offset (N,) in [0, max_targets) -> (N, D)."""
+        return self.mlp(torch.cat([left, right, self.position_embeddings(offset)], dim=-1))
+
     def forward(self, left: Tensor, right: Tensor, offset: Tensor) -> Tensor:
-        """left, right (N, D) boundary encodings; offset (N,) in [0, max_targets) -> (N, n_vocab) logits."""
-        h = self.mlp(torch.cat([left, right, self.position_embeddings(offset)], dim=-1))
-        return F.linear(h, self.token_embedding.weight, self.bias)
+        """-> (N, n_vocab) logits; see `encode`."""
+        return super().forward(self.encode(left, right, offset))
 
 
 def span_boundary_loss(head: SpanBoundaryHead, hidden: Tensor, labels: Tensor, span_left: Tensor,
@@ -75,11 +76,8 @@ def span_boundary_loss(head: SpanBoundaryHead, hidden: Tensor, labels: Tensor, s
     """
     keep = (labels != PAD_ID) & (span_offset < head.max_targets)
     rows = torch.arange(hidden.size(0), device=hidden.device)[:, None].expand_as(labels)[keep]
-    logits = head(hidden[rows, span_left[keep]], hidden[rows, span_right[keep]], span_offset[keep]).float()
-    y = labels[keep]
-    loss_sum = F.cross_entropy(logits, y, reduction="sum")
-    n = y.numel()
-    return loss_sum / max(n, 1), {"sbo_loss": (loss_sum.detach(), n), "sbo_acc": ((logits.argmax(-1) == y).sum(), n)}
+    y_i = head.encode(hidden[rows, span_left[keep]], hidden[rows, span_right[keep]], span_offset[keep])
+    return head.loss(y_i, labels[keep], "sbo")  # chunked, as the MLM loss
 
 
 class SpanBertForPreTraining(nn.Module):

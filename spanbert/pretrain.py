@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.masking import MaskedSegmentDataset, pack
+from common.encoder_data import MaskedSegmentDataset, pack
+from common.masking import mask_spans
 from common.pretrain import PretrainSpec, pretrain_main
-from spanbert.data import DEFAULT_OUTPUT, mask_spans
+from spanbert.data import DEFAULT_OUTPUT
 from spanbert.model import SpanBertForPreTraining
 
 
@@ -21,9 +22,7 @@ class PretrainingDataset(MaskedSegmentDataset):
         indices = np.asarray(indices, dtype=np.int64)
         rng = rng or self.batch_rng(indices)
         masks = [mask_spans(self.instance(i), self.word_starts, self.mask_prob, rng, self.n_vocab) for i in indices]
-        input_ids = pack([m.input_ids for m in masks])  # right padding with [PAD] = 0
-        lengths = np.fromiter((len(m.input_ids) for m in masks), dtype=np.int64, count=len(masks))
-        attention_mask = np.arange(input_ids.shape[1]) < lengths[:, None]
+        input_ids, attention_mask = self.pad([m.input_ids for m in masks])
         batch = {"input_ids": input_ids, "attention_mask": attention_mask.astype(np.int64),
                  "mlm_positions": pack([m.positions for m in masks]),
                  "mlm_labels": pack([m.labels for m in masks])}  # 0 = [PAD]: an unused slot, skipped by the losses
@@ -32,15 +31,9 @@ class PretrainingDataset(MaskedSegmentDataset):
         return {k: torch.from_numpy(v) for k, v in batch.items()}
 
 
-def format_metrics(m: dict[str, float]) -> str:
-    return (f"loss {m['loss']:.3f} | mlm loss {m['mlm_loss']:.3f} acc {m['mlm_acc']:.3f} | "
-            f"sbo loss {m['sbo_loss']:.3f} acc {m['sbo_acc']:.3f}")
-
-
 SPEC = PretrainSpec(
     name="spanbert", folder=Path(__file__).resolve().parent, default_input=DEFAULT_OUTPUT,
-    build_model=SpanBertForPreTraining, open_dataset=PretrainingDataset, format_metrics=format_metrics,
-    default_lr=1e-4, default_batch=64, default_epoch=20,
+    build_model=SpanBertForPreTraining, open_dataset=PretrainingDataset,
 )
 
 if __name__ == "__main__":

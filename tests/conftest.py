@@ -8,6 +8,7 @@
   data/kowiki.py) and NSMC ratings_train.json / ratings_test.json, once per session.
 - `gpt_store`: GPT's token store of `sample_corpus` with `sample_vocab`, n_seq 32 (353 windows).
 - `write_config(path, **changes)`: a tiny GPT config (`TINY_GPT`, n_seq 32) written to `path`.
+- `padded(seqs)`: token lists as a right-padded batch (input_ids, attention_mask).
 - `run_script(script, *args, cwd=...)`: a repository script as a subprocess, as a user runs it,
   in `script_env`: this checkout on the path, CPU only, one thread (tiny models; threads would only contend).
 """
@@ -49,7 +50,7 @@ def sample_vocab(tmp_path_factory, vocab_build) -> Path:
     with open(kowiki_json, "w", encoding="utf-8") as f:
         for article in iter_wikiextractor(SAMPLE_DIR / "kowiki"):
             f.write(json.dumps(article, ensure_ascii=False) + "\n")
-    return vocab_build.train(kowiki_json, folder / "sample", threads=1, log=lambda *_: None)
+    return vocab_build.train(kowiki_json, folder / "sample", vocab_build.SpmSettings(threads=1), log=lambda *_: None)
 
 
 @pytest.fixture
@@ -64,7 +65,8 @@ def corpus_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def sample_corpus(tmp_path_factory) -> dict[str, Path]:
-    from common.corpus import iter_wikiextractor, read_nsmc_tsv, skip_reason
+    from common.corpus import iter_wikiextractor, skip_reason
+    from common.nsmc import read_nsmc_tsv
 
     folder = tmp_path_factory.mktemp("sample_corpus")
     with open(folder / "kowiki.json", "w", encoding="utf-8") as f:
@@ -114,3 +116,20 @@ def run_script(script_env: dict[str, str]):
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def padded():
+    """`padded(seqs)` -> (input_ids right-padded with [PAD], attention_mask): token lists as a model batch."""
+    import torch
+
+    from common.vocab import PAD_ID
+
+    def pad(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        T = max(map(len, seqs))
+        ids = torch.full((len(seqs), T), PAD_ID)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+        return ids, (ids != PAD_ID).long()
+
+    return pad

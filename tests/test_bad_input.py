@@ -129,7 +129,8 @@ def inputs(tmp_path_factory, sample_corpus: dict[str, Path], sample_vocab: Path,
            write_config, run_script) -> Path:
     folder = tmp_path_factory.mktemp("bad_input_inputs")
     shutil.copy(sample_vocab, folder / "vocab.model")
-    vocab_build.train(sample_corpus["kowiki"], folder / "other", vocab_size=3000, threads=1, log=lambda *_: None)
+    vocab_build.train(sample_corpus["kowiki"], folder / "other", vocab_build.SpmSettings(vocab_size=3000, threads=1),
+                      log=lambda *_: None)
     shutil.copytree(gpt_store, folder / "store")
     write_config(folder / "tiny.json")
     write_config(folder / "short.json", n_seq=16)
@@ -195,7 +196,7 @@ def test_readme_table_lists_every_case() -> None:
 HELP_SCRIPTS = [("gpt", "data.py"), ("gpt", "pretrain.py"), ("gpt", "train.py"), ("gpt", "predict.py"),
                 ("gpt", "generate.py"), ("gpt", "export.py"), ("gpt", "experiment.py"), ("spanbert", "train.py"),
                 ("data", "download.py"), ("data", "kowiki.py"), ("data", "nsmc.py"), ("vocab", "build.py"),
-                (".", "-m common.results"), (".", "-m common.baseline"), (".", "-m common.diagnose")]
+                (".", "-m common.results"), (".", "-m common.baseline"), ("gpt", "diagnose.py")]
 
 
 def test_help_shows_every_default_once(script_env) -> None:

@@ -151,18 +151,10 @@ def test_store_longer_than_the_config_is_a_clear_error(store: TokenStore) -> Non
 
 # --- model ---------------------------------------------------------------------------------------
 
-def padded(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    T = max(map(len, seqs))
-    ids = torch.full((len(seqs), T), PAD_ID)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-    return ids, (ids != PAD_ID).long()
-
-
 SEQS = [wrap([10, 11, 12, 13, 14, 15, 16, 17], CFG.n_seq), wrap([20, 21], CFG.n_seq), wrap([30, 31, 32, 33], CFG.n_seq)]
 
 
-def test_pooled_output_ignores_padding() -> None:
+def test_pooled_output_ignores_padding(padded) -> None:
     torch.manual_seed(0)
     model = BertModel(CFG).eval()
     ids, mask = padded(SEQS)
@@ -174,7 +166,7 @@ def test_pooled_output_ignores_padding() -> None:
             torch.testing.assert_close(hidden[i, : len(s)], h_alone[0], atol=1e-5, rtol=1e-5)
 
 
-def test_classifier_logits_ignore_padding() -> None:
+def test_classifier_logits_ignore_padding(padded) -> None:
     torch.manual_seed(0)
     model = BertForSequenceClassification(CFG).eval()
     ids, mask = padded(SEQS)
@@ -213,7 +205,7 @@ def test_mlm_loss_counts_only_masked_positions() -> None:
     assert not torch.allclose(masked_lm_loss(head, other, positions, labels)[0], loss)
 
 
-def test_pretraining_loss_is_mlm_plus_nsp_and_the_head_is_tied() -> None:
+def test_pretraining_loss_is_mlm_plus_nsp_and_the_head_is_tied(padded) -> None:
     torch.manual_seed(0)
     model = BertForPreTraining(CFG)
     assert model.mlm_head.token_embedding.weight is model.trunk.token_embedding.weight

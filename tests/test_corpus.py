@@ -1,4 +1,4 @@
-"""Corpus readers (common/corpus.py) and the data/kowiki.py, data/nsmc.py scripts.
+"""Corpus readers (common/corpus.py, common/nsmc.py) and the data/kowiki.py, data/nsmc.py scripts.
 
 The scripts run as subprocesses, as a user would run them. The last tests read
 the real corpora and are skipped unless $CORPUS_DIR is set.
@@ -18,16 +18,9 @@ import numpy as np
 import pytest
 
 from common.cli import UserError
-from common.corpus import (
-    is_empty_article,
-    is_redirect_article,
-    iter_kowiki_json,
-    iter_wikiextractor,
-    read_nsmc_json,
-    read_nsmc_tsv,
-    skip_reason,
-    wikiextractor_files,
-)
+from common.corpus import (is_empty_article, is_redirect_article, iter_kowiki_json, iter_wikiextractor, skip_reason,
+                           wikiextractor_files)
+from common.nsmc import read_nsmc_json, read_nsmc_tsv
 from common.paths import REPO_ROOT, SAMPLE_DIR, corpus_dir
 
 SAMPLE_KOWIKI = SAMPLE_DIR / "kowiki"
@@ -399,7 +392,7 @@ def test_real_kowiki_first_file():
 
 
 def test_nsmc_dev_split_is_fixed_and_labelled_subsets_come_from_the_rest() -> None:
-    from common.corpus import NSMC_DEV_SIZE, labelled_subset, nsmc_split
+    from common.nsmc import NSMC_DEV_SIZE, labelled_subset, nsmc_split
 
     pool, dev = nsmc_split(149_995)
     assert len(dev) == NSMC_DEV_SIZE and len(pool) == 149_995 - NSMC_DEV_SIZE and not set(pool) & set(dev)

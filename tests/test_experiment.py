@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from common.experiment import item_name
-from common.results import read_csv
+from common.experiment_plan import item_name
+from common.results import read_csv, write_csv
 
 README = "# GPT\n\nbefore\n<!-- experiment:begin -->\nold\n<!-- experiment:end -->\nafter\n"
 
@@ -53,6 +53,19 @@ def test_experiment_end_to_end(tmp_path: Path, sample_corpus, sample_vocab, writ
     again = run_script("experiment.py", *args, timeout=300)  # everything logged: nothing runs again
     assert again.returncode == 0, again.stderr[-2000:]
     assert "train.py" not in again.stdout and again.stdout.count(": done") == 3 + 7
+
+    # a fresh checkout: the logs are in git, the weights are not; a run that needs an arm's weights
+    # pretrains that arm again with the same budget, and nothing else runs
+    for weights in (tmp_path / "experiment").glob("save_pretrain_kowiki.pth*"):
+        weights.unlink()
+    results = tmp_path / "experiment" / "results.csv"
+    write_csv(results, [r for r in read_csv(results) if r["item"] != "kowiki-lm0-n60-s2"])
+    fresh = run_script("experiment.py", *args, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert "weights are not on disk" in fresh.stdout
+    assert fresh.stdout.count("python pretrain.py") == 1 and fresh.stdout.count("python train.py") == 1
+    assert "kowiki-lm0-n60-s2" in {r["item"] for r in read_csv(results)}
+    assert json.loads((tmp_path / "experiment" / "save_pretrain_kowiki.log.json").read_text())[-1]["step"] == 3
 
 
 def test_item_names() -> None:

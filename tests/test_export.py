@@ -1,6 +1,7 @@
-"""Hugging Face export / import (common/export.py): the exported folder, loaded with
-`from_pretrained`, gives our logits (max abs difference < 1e-4, float32, eval mode) on
-right-padded batches of NSMC reviews, and its tokenizer gives our ids.
+"""Hugging Face export / import (each model folder's export.py, common/export.py and
+common/hf_encoder.py): the exported folder, loaded with `from_pretrained`, gives our
+logits (max abs difference < 1e-4, float32, eval mode) on right-padded batches of
+NSMC reviews, and its tokenizer gives our ids.
 
 Every model is checked twice: with every parameter redrawn at random (biases and
 LayerNorms included, so that no mapping hides behind a zero or a one) and after a
@@ -22,21 +23,26 @@ transformers = pytest.importorskip("transformers")
 from common.checkpoint import save_checkpoint  # noqa: E402
 from common.cli import UserError  # noqa: E402
 from common.config import ModelConfig  # noqa: E402
-from common.corpus import read_nsmc_tsv  # noqa: E402
+from common.nsmc import read_nsmc_tsv  # noqa: E402
 from common.encoder import BertModel, wrap_cls_sep  # noqa: E402
-from common.export import LM_BIAS_FILE, export_checkpoint, import_bert, require_transformers  # noqa: E402
+from common.export import export_checkpoint, require_transformers  # noqa: E402
+from common.hf_encoder import bert_hf_config, import_bert  # noqa: E402
 from common.layers import masked_mean  # noqa: E402
 from common.paths import REPO_ROOT, SAMPLE_DIR  # noqa: E402
 from common.vocab import EOS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES, load_vocab, normalize_text  # noqa: E402
+from bert.export import SPEC as BERT_EXPORT  # noqa: E402
 from bert.model import BertForPreTraining, BertForSequenceClassification  # noqa: E402
-from gpt.finetune_spec import wrap as gpt_wrap  # noqa: E402
+from gpt.export import LM_BIAS_FILE, SPEC as GPT_EXPORT  # noqa: E402
 from gpt.model import GPTForSequenceClassification, GPTLMHeadModel  # noqa: E402
+from gpt.train import wrap as gpt_wrap  # noqa: E402
+from spanbert.export import SPEC as SPANBERT_EXPORT  # noqa: E402
 from spanbert.model import SpanBertForPreTraining, SpanBertForSequenceClassification  # noqa: E402
 
 TOL = 1e-4
 BERT_CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=64, n_seq=48, n_segment=2, dropout=0.1)
 GPT_CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=128, n_seq=48, dropout=0.1)  # OpenAIGPT: d_ff = 4 d
 WEIGHTS = ["random", "trained"]
+EXPORTS = {spec.name: spec for spec in (GPT_EXPORT, BERT_EXPORT, SPANBERT_EXPORT)}  # by the model name in a kind
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +57,7 @@ def reviews() -> list[str]:
 
 
 def pad(seqs: list[list[int]]) -> tuple[Tensor, Tensor]:
-    """Right-padded (ids, attention_mask), as common.finetune.ReviewDataset.collate."""
+    """Right-padded (ids, attention_mask), as common.reviews.ReviewDataset.collate."""
     x = torch.full((len(seqs), max(map(len, seqs))), PAD_ID, dtype=torch.long)
     for i, s in enumerate(seqs):
         x[i, : len(s)] = torch.tensor(s)
@@ -83,12 +89,21 @@ def train_briefly(model: nn.Module, loss_fn, steps: int = 12, lr: float = 3e-3) 
         opt.step()
 
 
+def set_weights(model: nn.Module, weights: str, loss_fn) -> None:
+    """The weights a parity test compares on ("random" or briefly trained), then eval mode."""
+    if weights == "random":
+        randomize(model)
+    else:
+        train_briefly(model, loss_fn)
+    model.eval()
+
+
 def export(model: nn.Module, kind: str, vocab, tmp_path: Path, options: dict | None = None) -> Path:
     """Save `model` as our checkpoint (as pretrain.py / train.py do), then export it."""
     ckpt, out = tmp_path / f"{kind}.pth", tmp_path / f"{kind}-hf"
     save_checkpoint(ckpt, {"kind": kind, "config": model.cfg.to_dict(), "options": options or {},
                            "vocab": {"fingerprint": vocab.fingerprint, "size": len(vocab)}, "model": model.state_dict()})
-    export_checkpoint(ckpt, vocab.path, out)
+    export_checkpoint(EXPORTS[kind.rsplit("-", 1)[0]], ckpt, vocab.path, out)
     return out
 
 
@@ -117,14 +132,11 @@ def mlm_pretrain_batch(x: Tensor, m: Tensor, step: int) -> tuple[Tensor, Tensor,
 def test_gpt_lm_parity(vocab, reviews, tmp_path, weights):
     data = batches(vocab, reviews, gpt_wrap, GPT_CFG.n_seq)
     model = GPTLMHeadModel(GPT_CFG.with_vocab(len(vocab)))
-    if weights == "random":
-        randomize(model)
-    else:
-        def loss(step: int) -> Tensor:
-            x, m = data[step % len(data)]
-            return model(x[:, :-1], x[:, 1:].masked_fill(m[:, 1:] == 0, PAD_ID))[0]
-        train_briefly(model, loss)
-    model.eval()
+
+    def loss(step: int) -> Tensor:
+        x, m = data[step % len(data)]
+        return model(x[:, :-1], x[:, 1:].masked_fill(m[:, 1:] == 0, PAD_ID))[0]
+    set_weights(model, weights, loss)
     out_dir = export(model, "gpt-pretrain", vocab, tmp_path)
     hf = transformers.OpenAIGPTLMHeadModel.from_pretrained(out_dir).eval()
     bias = torch.load(out_dir / LM_BIAS_FILE, weights_only=True)["lm_head.bias"]  # OpenAIGPT's lm_head has none
@@ -140,14 +152,11 @@ def test_gpt_classifier_parity(vocab, reviews, tmp_path, weights):
     """OpenAIGPTForSequenceClassification classifies the last non-pad token: our [EOS]."""
     data = batches(vocab, reviews, gpt_wrap, GPT_CFG.n_seq)
     model = GPTForSequenceClassification(GPT_CFG.with_vocab(len(vocab)), lm_coef=0.5)
-    if weights == "random":
-        randomize(model)
-    else:
-        def loss(step: int) -> Tensor:
-            x, m = data[step % len(data)]
-            return model(x, m, (x[:, 1] % 2))[0]  # any fixed labels will do
-        train_briefly(model, loss)
-    model.eval()
+
+    def loss(step: int) -> Tensor:
+        x, m = data[step % len(data)]
+        return model(x, m, (x[:, 1] % 2))[0]  # any fixed labels will do
+    set_weights(model, weights, loss)
     hf = transformers.OpenAIGPTForSequenceClassification.from_pretrained(
         export(model, "gpt-classifier", vocab, tmp_path, {"lm": 0.5})).eval()
     assert hf.config.pad_token_id == PAD_ID and hf.config.id2label[1] == "positive"
@@ -183,15 +192,12 @@ def test_bert_pretraining_parity(vocab, reviews, tmp_path, weights):
     """MLM logits at every real position; NSP logits with HF's row order (index 0 = B follows A)."""
     data = bert_pairs(vocab, reviews, BERT_CFG.n_seq)
     model = BertForPreTraining(BERT_CFG.with_vocab(len(vocab)))
-    if weights == "random":
-        randomize(model)
-    else:
-        def loss(step: int) -> Tensor:
-            x, m, t = data[step % len(data)]
-            masked, pos, labels, _ = mlm_pretrain_batch(x, m, step)
-            return model(masked, m, t, pos, labels, (x[:, 1] % 2))[0]
-        train_briefly(model, loss)
-    model.eval()
+
+    def loss(step: int) -> Tensor:
+        x, m, t = data[step % len(data)]
+        masked, pos, labels, _ = mlm_pretrain_batch(x, m, step)
+        return model(masked, m, t, pos, labels, (x[:, 1] % 2))[0]
+    set_weights(model, weights, loss)
     hf = transformers.BertForPreTraining.from_pretrained(export(model, "bert-pretrain", vocab, tmp_path)).eval()
     with torch.no_grad():
         for x, m, t in data[:3]:
@@ -206,11 +212,7 @@ def test_bert_pretraining_parity(vocab, reviews, tmp_path, weights):
 def test_bert_classifier_parity(vocab, reviews, tmp_path, weights):
     data = batches(vocab, reviews, wrap_cls_sep, BERT_CFG.n_seq)
     model = BertForSequenceClassification(BERT_CFG.with_vocab(len(vocab)))
-    if weights == "random":
-        randomize(model)
-    else:
-        train_briefly(model, lambda step: model(*data[step % len(data)], data[step % len(data)][0][:, 1] % 2)[0])
-    model.eval()
+    set_weights(model, weights, lambda step: model(*data[step % len(data)], data[step % len(data)][0][:, 1] % 2)[0])
     hf = transformers.BertForSequenceClassification.from_pretrained(
         export(model, "bert-classifier", vocab, tmp_path)).eval()
     with torch.no_grad():
@@ -225,15 +227,12 @@ def test_spanbert_pretrain_parity(vocab, reviews, tmp_path, weights):
     """Exported as BertModel (the SBO head has no HF class): hidden states at real positions, pooler."""
     data = batches(vocab, reviews, wrap_cls_sep, BERT_CFG.n_seq)
     model = SpanBertForPreTraining(BERT_CFG.with_vocab(len(vocab)))
-    if weights == "random":
-        randomize(model)
-    else:
-        def loss(step: int) -> Tensor:
-            x, m = data[step % len(data)]
-            masked, pos, labels, bounds = mlm_pretrain_batch(x, m, step)  # one-token spans
-            return model(masked, m, pos, labels, bounds[:, :1], bounds[:, 1:], torch.zeros_like(pos))[0]
-        train_briefly(model, loss)
-    model.eval()
+
+    def loss(step: int) -> Tensor:
+        x, m = data[step % len(data)]
+        masked, pos, labels, bounds = mlm_pretrain_batch(x, m, step)  # one-token spans
+        return model(masked, m, pos, labels, bounds[:, :1], bounds[:, 1:], torch.zeros_like(pos))[0]
+    set_weights(model, weights, loss)
     out_dir = export(model, "spanbert-pretrain", vocab, tmp_path)
     hf = transformers.BertModel.from_pretrained(out_dir).eval()
     assert "SBO" in (out_dir / "README.md").read_text()  # the dropped head is said so
@@ -309,7 +308,7 @@ def test_bert_export_import_round_trip(vocab, tmp_path, n_segment):
     cfg = ModelConfig(**{**BERT_CFG.to_dict(), "n_segment": n_segment}).with_vocab(len(vocab))
     model = BertForPreTraining(cfg)
     randomize(model)
-    state = import_bert(export(model, "bert-pretrain", vocab, tmp_path), vocab)
+    state = import_bert(export(model, "bert-pretrain", vocab, tmp_path), vocab, name="bert")
     assert state["kind"] == "bert-pretrain" and state["config"] == cfg.to_dict()
     ours = {f"trunk.{k}": v for k, v in model.trunk.state_dict().items()}
     assert state["model"].keys() == ours.keys()
@@ -322,8 +321,6 @@ def test_bert_export_import_round_trip(vocab, tmp_path, n_segment):
 
 def test_import_fresh_hf_bert(vocab, reviews, tmp_path):
     """A BertModel made by transformers (every weight random) -> our BertModel: same outputs."""
-    from common.export import bert_hf_config
-
     hf = transformers.BertModel(bert_hf_config(BERT_CFG.with_vocab(len(vocab))))
     randomize(hf)
     hf.eval().save_pretrained(tmp_path / "hf")
@@ -347,12 +344,12 @@ def test_import_refuses_other_vocab_and_models(vocab, tmp_path):
     BertConfig(vocab_size=len(vocab) + 1, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                intermediate_size=64).save_pretrained(tmp_path / "bert")
     with pytest.raises(UserError, match="vocab_size"):
-        import_bert(tmp_path / "bert", vocab)
+        import_bert(tmp_path / "bert", vocab, name="bert")
     OpenAIGPTConfig(vocab_size=len(vocab)).save_pretrained(tmp_path / "gpt")
     with pytest.raises(UserError, match="not BERT"):
-        import_bert(tmp_path / "gpt", vocab)
+        import_bert(tmp_path / "gpt", vocab, name="bert")
     with pytest.raises(UserError, match="no config.json"):
-        import_bert(tmp_path / "absent", vocab)
+        import_bert(tmp_path / "absent", vocab, name="bert")
 
 
 # --- command line ---------------------------------------------------------------------

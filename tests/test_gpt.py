@@ -11,10 +11,10 @@ from common.layers import LMHead
 from common.pretrain import Subset, heldout_split
 from common.token_store import StoreWriter, TokenStore, token_counts
 from common.vocab import BOS_ID, EOS_ID, PAD_ID
-from gpt.finetune_spec import wrap
 from gpt.generate import filter_logits, generate, generate_batch, pick
 from gpt.model import GPTForSequenceClassification, GPTLMHeadModel, lm_loss
 from gpt.pretrain import WindowDataset, init_lm_bias
+from gpt.train import wrap
 
 CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=64, n_seq=48, dropout=0.0, n_vocab=60)
 
@@ -249,10 +249,33 @@ def test_finetuning_carries_the_pretrained_lm_head_bias(tmp_path, sample_vocab) 
         GPTForSequenceClassification(CFG, lm_coef=-0.5)
 
 
+def test_classifier_checkpoint_replays_its_options(tmp_path, sample_vocab) -> None:
+    """predict.py rebuilds the classifier with the options train.py stored in its checkpoint (a dict of the
+    options dataclass's fields, as every version wrote it); a checkpoint without them gets the defaults."""
+    from common.checkpoint import save_checkpoint
+    from common.device import Runtime
+    from common.predict import load_classifier
+    from common.vocab import load_vocab
+    from gpt.train import SPEC, FinetuneOptions
+
+    vocab = load_vocab(sample_vocab)
+    meta = {"kind": "gpt-classifier", "config": CFG.to_dict(), "vocab": {"fingerprint": vocab.fingerprint, "size": CFG.n_vocab}}
+    cpu = Runtime(torch.device("cpu"))
+    trained = classifier(lm=0.5)
+    save_checkpoint(tmp_path / "lm.pth", {**meta, "options": {"lm": 0.5}, "model": trained.state_dict()})
+    model, cfg = load_classifier(SPEC, str(tmp_path / "lm.pth"), vocab, str(sample_vocab), cpu)
+    assert cfg.to_dict() == CFG.to_dict() and model.lm_coef == 0.5 and model.lm_head is not None
+    torch.testing.assert_close(model.lm_head.bias, trained.lm_head.bias, atol=0, rtol=0)
+
+    save_checkpoint(tmp_path / "bare.pth", {**meta, "model": classifier().state_dict()})
+    model, _ = load_classifier(SPEC, str(tmp_path / "bare.pth"), vocab, str(sample_vocab), cpu)
+    assert model.lm_coef == FinetuneOptions().lm == 0.0 and model.lm_head is None
+
+
 def test_scratch_lm_bias_starts_at_the_log_unigram_of_the_train_reviews() -> None:
     """From scratch with --lm > 0: the bias counts what the LM loss predicts, every token after [BOS]."""
-    from common.finetune import ReviewDataset
-    from gpt.finetune_spec import init_lm_bias as init_classifier_bias
+    from common.reviews import ReviewDataset
+    from gpt.train import init_lm_bias as init_classifier_bias
 
     reviews = ReviewDataset([np.array([BOS_ID, 7, 7, 8, EOS_ID]), np.array([BOS_ID, 8, EOS_ID])], np.array([0, 1]))
     model = classifier(lm=0.5)
@@ -268,7 +291,7 @@ def test_scratch_lm_bias_starts_at_the_log_unigram_of_the_train_reviews() -> Non
 def test_review_text_in_the_pretraining_store_is_the_train_pool_only(tmp_path, sample_corpus, sample_vocab) -> None:
     """data.py --extra: exactly the non-dev reviews of the train file, as [BOS] review [EOS], in front of the
     articles; the dev split (which picks fine-tuning's epoch) is never in the pretraining text."""
-    from common.corpus import nsmc_split, read_nsmc_json
+    from common.nsmc import nsmc_split, read_nsmc_json
     from common.vocab import load_vocab
     from gpt.data import build
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from common.config import ModelConfig
-from common.layers import KVCache, Transformer, last_token, linear_cross_entropy, masked_max, masked_mean
-from common.vocab import PAD_ID
+from common.layers import KVCache, Transformer, last_token, masked_max, masked_mean
+from common.losses import linear_cross_entropy
 
 CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=64, n_seq=16, n_segment=2, dropout=0.0, n_vocab=50)
 
@@ -17,19 +17,11 @@ def trunk(causal: bool, emb_ln: bool = True) -> Transformer:
     return Transformer(CFG, causal=causal, embedding_layer_norm=emb_ln).eval()
 
 
-def padded(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    T = max(map(len, seqs))
-    ids = torch.full((len(seqs), T), PAD_ID)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-    return ids, (ids != PAD_ID).long()
-
-
 SEQS = [[7, 8, 9, 10, 11, 12, 13], [20, 21, 22], [30, 31, 32, 33, 34]]
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_padded_batch_equals_each_sequence_alone(causal: bool) -> None:
+def test_padded_batch_equals_each_sequence_alone(padded, causal: bool) -> None:
     model = trunk(causal)
     ids, mask = padded(SEQS)
     with torch.no_grad():
@@ -59,7 +51,7 @@ def test_bidirectional_model_sees_the_future() -> None:
         assert not torch.allclose(model(ids)[0, :4], model(changed)[0, :4])
 
 
-def test_padding_tokens_are_not_attended_to() -> None:
+def test_padding_tokens_are_not_attended_to(padded) -> None:
     """Whatever sits in the padded slots, real positions see nothing of it."""
     model = trunk(causal=False)
     ids, mask = padded(SEQS)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.masking import (N_SPECIAL, choose_whole_words, mask_whole_words, maskable, pack, replace_tokens,
-                            word_spans)
+from common.encoder_data import pack
+from common.masking import N_SPECIAL, choose_whole_words, mask_whole_words, maskable, replace_tokens, word_spans
 from common.vocab import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
 
 N_VOCAB = 500

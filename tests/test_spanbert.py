@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from common.config import ModelConfig
-from common.masking import N_SPECIAL
+from common.masking import GEOMETRIC_P, MAX_SPAN_WORDS, N_SPECIAL, choose_spans, mask_spans, span_length_probs
 from common.paths import REPO_ROOT
 from common.results import read_csv
 from common.token_store import StoreWriter, TokenStore
 from common.vocab import CLS_ID, MASK_ID, PAD_ID, SEP_ID
-from spanbert.data import GEOMETRIC_P, MAX_SPAN_WORDS, choose_spans, mask_spans, segments, span_length_probs
+from spanbert.data import segments
 from common.encoder import wrap_cls_sep as wrap
 from spanbert.model import SBO_MAX_TARGETS, SpanBertForPreTraining, SpanBertForSequenceClassification
 from spanbert.pretrain import PretrainingDataset

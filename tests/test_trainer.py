@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from common.batches import random_batches
 from common.checkpoint import load_checkpoint, prev_path, save_checkpoint
 from common.cli import UserError
 from common.config import ModelConfig
-from common.device import Runtime, seed_everything, select_device
+from common.device import Runtime, rank_seed, restore_rank_state, rng_state, seed_everything, select_device
 from common.token_store import StoreWriter, TokenStore
-from common.trainer import Trainer, TrainSettings, forward_step, lr_factor, random_batches
+from common.train_options import TrainSettings, lr_factor
+from common.trainer import Trainer
 from gpt.model import GPTLMHeadModel
 from gpt.pretrain import WindowDataset
 
@@ -30,12 +32,12 @@ def store(tmp_path: Path) -> TokenStore:
     return TokenStore(tmp_path / "store")
 
 
-def make_trainer(store: TokenStore, ckpt: Path, step_fn=forward_step) -> Trainer:
+def make_trainer(store: TokenStore, ckpt: Path) -> Trainer:
     seed_everything(123)
     data = WindowDataset(store, CFG)
     settings = TrainSettings(epochs=2, batch_size=8, lr=1e-3, warmup=2, seed=5, save_every=3)
     return Trainer(GPTLMHeadModel(CFG), data, lambda e: random_batches(len(data), 8, 5, e), settings,
-                   Runtime(torch.device("cpu")), ckpt, step_fn=step_fn)
+                   Runtime(torch.device("cpu")), ckpt)
 
 
 def test_store_round_trip(store: TokenStore, tmp_path: Path) -> None:
@@ -61,13 +63,13 @@ def test_resume_after_interruption_gives_identical_weights(store: TokenStore, tm
 
     calls = {"n": 0}
 
-    def interrupting_step(model, batch):
+    def interrupting_step(model, inputs):  # a forward pre-hook: one call per training step here
         calls["n"] += 1
         if calls["n"] == 7:  # mid-epoch 1 (5 steps per epoch): as if the user pressed Ctrl-C
             os.kill(os.getpid(), signal.SIGINT)
-        return forward_step(model, batch)
 
-    first = make_trainer(store, tmp_path / "run.pth", interrupting_step)
+    first = make_trainer(store, tmp_path / "run.pth")
+    first.model.register_forward_pre_hook(interrupting_step)
     with pytest.raises(UserError, match="resume"):
         first.fit()
     assert load_checkpoint(tmp_path / "run.pth")["progress"]["global_step"] == 7
@@ -122,3 +124,22 @@ def test_gpu_selection_errors() -> None:
     assert select_device(None).type in ("cpu", "cuda")
     with pytest.raises(UserError, match="--gpu 7 does not exist"):
         select_device(7)
+
+
+def test_rank_state_of_a_checkpoint_written_by_another_number_of_ranks(capsys) -> None:
+    cpu = torch.device("cpu")
+    saved = [{"rng": rng_state(cpu), "totals": {"loss": [1.0, 2.0]}, "window": [0.5, 1, 10]},
+             {"rng": rng_state(cpu), "totals": {"loss": [3.0, 4.0], "acc": [1.0, 4.0]}, "window": [0.7, 1, 12]}]
+    state = {"ranks": saved}
+    # the same number of ranks: each takes its own sums and window
+    totals, window = restore_rank_state(state, Path("x.pth"), Runtime(cpu, rank=1, world_size=2), seed=3)
+    assert totals == {"loss": [3.0, 4.0], "acc": [1.0, 4.0]} and window == [0.7, 1, 12]
+    # one rank now: it takes every saved sum (their total is what the epoch's averages need)
+    totals, window = restore_rank_state(state, Path("x.pth"), Runtime(cpu), seed=3)
+    assert totals == {"loss": [4.0, 6.0], "acc": [1.0, 4.0]} and window == [0.0, 0, 0]
+    assert "written by 2 rank(s), this run has 1" in capsys.readouterr().err
+    # three ranks now: rank 2 has no saved state; it starts from zero and reseeds from (seed, rank)
+    totals, window = restore_rank_state(state, Path("x.pth"), Runtime(cpu, rank=2, world_size=3), seed=3)
+    assert totals == {} and window == [0.0, 0, 0]
+    expected = torch.Generator().manual_seed(rank_seed(3, 2)).get_state()
+    assert torch.equal(torch.get_rng_state(), expected)

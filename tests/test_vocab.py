@@ -7,7 +7,6 @@ $CORPUS_DIR is set.
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
 import sys
 import unicodedata
@@ -139,7 +138,8 @@ def test_failed_training_keeps_existing_output(sample_vocab, vocab_build, tmp_pa
     prefix = tmp_path / "kept"
     Path(f"{prefix}.model").write_bytes(b"old model")
     with pytest.raises(UserError, match="--vocab_size 100 is too small"):
-        vocab_build.train(sample_vocab.parent / "kowiki.json", prefix, vocab_size=100, log=lambda *_: None)
+        vocab_build.train(sample_vocab.parent / "kowiki.json", prefix, vocab_build.SpmSettings(vocab_size=100),
+                          log=lambda *_: None)
     assert Path(f"{prefix}.model").read_bytes() == b"old model"
     assert [p.name for p in tmp_path.iterdir()] == ["kept.model"]  # no temporary files left
 
@@ -158,7 +158,8 @@ def test_cli_build_and_measure_on_the_sample(sample_vocab, tmp_path):
 
 
 def test_build_is_reproducible(sample_vocab, vocab_build, tmp_path):
-    again = vocab_build.train(sample_vocab.parent / "kowiki.json", tmp_path / "again", threads=1, log=lambda *_: None)
+    settings = vocab_build.SpmSettings(threads=1)
+    again = vocab_build.train(sample_vocab.parent / "kowiki.json", tmp_path / "again", settings, log=lambda *_: None)
     assert again.read_bytes() == sample_vocab.read_bytes()
     assert Vocab(again).fingerprint == Vocab(sample_vocab).fingerprint
     vocab_lines = (tmp_path / "again.vocab").read_text(encoding="utf-8").splitlines()
@@ -198,7 +199,8 @@ def test_unk_rate_on_real_nsmc_below_half_a_percent(corpus_dir, vocab_build, tmp
     reviews = vocab_build.read_documents(corpus_dir / "nsmc" / "ratings_train.txt", limit=20_000)
 
     def rates(name: str, **options) -> dict:
-        model = vocab_build.train_from_sentences(sentences, tmp_path / name, threads=2, **options)
+        settings = vocab_build.SpmSettings(threads=2, **options)
+        model = vocab_build.train_from_sentences(sentences, tmp_path / name, settings)
         return vocab_build.measure(model, reviews)
 
     default = rates("default")

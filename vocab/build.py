@@ -29,23 +29,22 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import sentencepiece as spm
 
 from common.cli import UserError, make_parser, positive_int, require_file, require_output_dir, run_main
-from common.corpus import iter_kowiki_json, read_nsmc_tsv
+from common.corpus import iter_kowiki_json
+from common.nsmc import read_nsmc_tsv
 from common.io import atomic_open, atomic_path
 from common.paths import KOWIKI_JSON, VOCAB_DIR, rel
 from common.vocab import BOS, CLS, EOS, MASK, PAD, SEP, SPECIAL_PIECES, UNK, Vocab, normalize_text
 
 DEFAULT_PREFIX = VOCAB_DIR / "kowiki"
-DEFAULT_VOCAB_SIZE = 8000
 DEFAULT_SAMPLE_SIZE = 1_000_000
-DEFAULT_CHARACTER_COVERAGE = 0.9995
 DEFAULT_SEED = 1234
-DEFAULT_THREADS = 2  # fixed, not os.cpu_count(): the model records it (see --threads)
 N_BYTE_PIECES = 256
 
 # Hangul compatibility jamo ㄱ..ㅣ (U+3131-U+3163): typed alone in reviews (ㅋㅋ, ㅠㅠ, ㄷㄷ).
@@ -54,11 +53,7 @@ COMPAT_JAMO = "".join(chr(c) for c in range(0x3131, 0x3164))
 # bytes): the common modern syllables. Trained on Wikipedia alone, a vocab misses
 # hundreds of them that reviews use all the time (밌 of 재밌다, 걍, 뭘, 왠, 찝찝 ...).
 KSX1001_HANGUL = "".join(chr(c) for c in range(0xAC00, 0xD7A4) if len(chr(c).encode("euc_kr")) == 2)
-REQUIRED_CHAR_SETS = {
-    "jamo+ksx1001": COMPAT_JAMO + KSX1001_HANGUL,
-    "jamo": COMPAT_JAMO,
-    "none": "",
-}
+REQUIRED_CHAR_SETS = {"jamo+ksx1001": COMPAT_JAMO + KSX1001_HANGUL, "jamo": COMPAT_JAMO, "none": ""}
 REQUIRED_CHARS = REQUIRED_CHAR_SETS["jamo+ksx1001"]
 
 # SentencePiece skips training lines longer than this (bytes); longer sentences are cut.
@@ -69,8 +64,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 BUILD_INPUT_HINT = "create it with: python data/kowiki.py, or pass --input PATH"
 
 
-# ---------------------------------------------------------------- sentences
-
+# --- sentences ------------------------------------------------------------------------
 
 def iter_sentences(articles: Iterable[dict]) -> Iterator[str]:
     """Normalized sentences of the articles' paragraphs (empty ones dropped)."""
@@ -102,63 +96,66 @@ def reservoir_sample(items: Iterable[str], k: int, seed: int = DEFAULT_SEED) -> 
     return sample, n
 
 
-# ---------------------------------------------------------------- training
+# --- training -------------------------------------------------------------------------
+
+class SpmSettings(NamedTuple):
+    """How SentencePiece trains the vocab; the defaults are the CLI's. `vocab_size` counts learned
+    pieces only; `seed` seeds the sentence sample and SentencePiece's own generator.
+    (A NamedTuple, not a dataclass: tests and bench/ load this script by path, outside sys.modules.)"""
+
+    vocab_size: int = 8000
+    character_coverage: float = 0.9995
+    byte_fallback: bool = True
+    required_chars: str = REQUIRED_CHARS
+    normalization: str = "identity"
+    threads: int = 2  # fixed, not os.cpu_count(): the model records it (see --threads)
+    seed: int = DEFAULT_SEED
+
+    def trainer_options(self) -> dict:
+        """SentencePieceTrainer's options (its vocab_size counts the special and byte pieces too)."""
+        options = dict(
+            model_type="bpe",
+            vocab_size=expected_size(self.vocab_size, self.byte_fallback),
+            character_coverage=self.character_coverage,
+            byte_fallback=self.byte_fallback,
+            normalization_rule_name=self.normalization,
+            pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+            pad_piece=PAD, unk_piece=UNK, bos_piece=BOS, eos_piece=EOS,
+            user_defined_symbols=[SEP, CLS, MASK],  # ids 4, 5, 6
+            hard_vocab_limit=False,  # a small corpus gives a smaller vocab instead of an error
+            input_sentence_size=0,  # the sample is drawn before training (reservoir_sample)
+            max_sentence_length=MAX_SENTENCE_BYTES,
+            num_threads=self.threads,
+            minloglevel=2,
+        )
+        if self.required_chars:
+            options["required_chars"] = self.required_chars
+        return options
 
 
-def spm_options(
-    vocab_size: int = DEFAULT_VOCAB_SIZE,
-    character_coverage: float = DEFAULT_CHARACTER_COVERAGE,
-    byte_fallback: bool = True,
-    required_chars: str = REQUIRED_CHARS,
-    normalization: str = "identity",
-    threads: int = DEFAULT_THREADS,
-    seed: int = DEFAULT_SEED,
-) -> dict:
-    """SentencePiece trainer options. `vocab_size` counts learned pieces only:
-    SentencePiece's own vocab_size also counts the special and byte pieces, so
-    they are added here. (`seed` is used by train_from_sentences.)"""
-    options = dict(
-        model_type="bpe",
-        vocab_size=expected_size(vocab_size, byte_fallback),
-        character_coverage=character_coverage,
-        byte_fallback=byte_fallback,
-        normalization_rule_name=normalization,
-        pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-        pad_piece=PAD, unk_piece=UNK, bos_piece=BOS, eos_piece=EOS,
-        user_defined_symbols=[SEP, CLS, MASK],  # ids 4, 5, 6
-        hard_vocab_limit=False,  # a small corpus gives a smaller vocab instead of an error
-        input_sentence_size=0,  # the sample is drawn before training (reservoir_sample)
-        max_sentence_length=MAX_SENTENCE_BYTES,
-        num_threads=threads,
-        minloglevel=2,
-    )
-    if required_chars:
-        options["required_chars"] = required_chars
-    return options
-
-
-def train_from_sentences(sentences: list[str], prefix: str | os.PathLike, **options) -> Path:
+def train_from_sentences(sentences: list[str], prefix: str | os.PathLike,
+                         settings: SpmSettings = SpmSettings()) -> Path:
     """Train on `sentences`; write PREFIX.model and PREFIX.vocab atomically; return the .model path.
 
-    `options` go to `spm_options`. The sentences are streamed to SentencePiece and
-    the model comes back in memory (no temporary paths end up inside the model,
-    so the same sample and options give the same bytes and the same
-    Vocab.fingerprint). Each file is written under a temporary name beside its
-    target and renamed onto it; the model is validated with common.vocab.Vocab
-    first, so a failed or interrupted build leaves an existing vocab untouched.
+    The sentences are streamed to SentencePiece and the model comes back in
+    memory (no temporary paths end up inside the model, so the same sample and
+    settings give the same bytes and the same Vocab.fingerprint). Each file is
+    written under a temporary name beside its target and renamed onto it; the
+    model is validated with common.vocab.Vocab first, so a failed or interrupted
+    build leaves an existing vocab untouched.
     """
     prefix = Path(prefix)
     require_output_dir(prefix)
     if not sentences:
         raise UserError("no training text: the input has no paragraphs (check --input)")
-    opts = spm_options(**options)
+    options = settings.trainer_options()
     if hasattr(spm, "set_random_generator_seed"):
-        spm.set_random_generator_seed(options.get("seed", DEFAULT_SEED))
+        spm.set_random_generator_seed(settings.seed)
     model_bytes = io.BytesIO()
     try:
-        spm.SentencePieceTrainer.Train(sentence_iterator=iter(sentences), model_writer=model_bytes, **opts)
+        spm.SentencePieceTrainer.Train(sentence_iterator=iter(sentences), model_writer=model_bytes, **options)
     except RuntimeError as e:
-        raise _training_error(str(e), options) from None
+        raise _training_error(str(e), settings) from None
     model_path, vocab_path = Path(f"{prefix}.model"), Path(f"{prefix}.vocab")
     with atomic_path(model_path) as tmp_model:
         tmp_model.write_bytes(model_bytes.getvalue())
@@ -169,18 +166,16 @@ def train_from_sentences(sentences: list[str], prefix: str | os.PathLike, **opti
     return model_path
 
 
-def _training_error(message: str, options: dict) -> UserError:
+def _training_error(message: str, settings: SpmSettings) -> UserError:
     """A one-line UserError for a SentencePiece training failure."""
-    vocab_size = options.get("vocab_size", DEFAULT_VOCAB_SIZE)
     too_many = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message)
     if too_many:
         # SentencePiece counts the special and byte pieces too; convert to learned pieces.
-        needed = vocab_size + int(too_many[2]) - int(too_many[1])
+        needed = settings.vocab_size + int(too_many[2]) - int(too_many[1])
         return UserError(
-            f"--vocab_size {vocab_size} is too small for the {needed:,} single characters the vocab must "
-            f"hold (--character_coverage {options.get('character_coverage', DEFAULT_CHARACTER_COVERAGE)} "
-            f"of the sample plus --required_chars): pass a --vocab_size above {needed:,}, a lower "
-            "--character_coverage, or --required_chars jamo"
+            f"--vocab_size {settings.vocab_size} is too small for the {needed:,} single characters the vocab "
+            f"must hold (--character_coverage {settings.character_coverage} of the sample plus --required_chars): "
+            f"pass a --vocab_size above {needed:,}, a lower --character_coverage, or --required_chars jamo"
         )
     reason = message.strip().splitlines()[-1] if message.strip() else "unknown error"
     return UserError(f"SentencePiece training failed: {reason}")
@@ -191,43 +186,28 @@ def expected_size(vocab_size: int, byte_fallback: bool = True) -> int:
     return vocab_size + len(SPECIAL_PIECES) + (N_BYTE_PIECES if byte_fallback else 0)
 
 
-def train(
-    input_path: str | os.PathLike = KOWIKI_JSON,
-    prefix: str | os.PathLike = DEFAULT_PREFIX,
-    vocab_size: int = DEFAULT_VOCAB_SIZE,
-    sample_size: int = DEFAULT_SAMPLE_SIZE,
-    character_coverage: float = DEFAULT_CHARACTER_COVERAGE,
-    byte_fallback: bool = True,
-    required_chars: str = REQUIRED_CHARS,
-    normalization: str = "identity",
-    threads: int = DEFAULT_THREADS,
-    seed: int = DEFAULT_SEED,
-    log=print,
-) -> Path:
+def train(input_path: str | os.PathLike = KOWIKI_JSON, prefix: str | os.PathLike = DEFAULT_PREFIX,
+          settings: SpmSettings = SpmSettings(), sample_size: int = DEFAULT_SAMPLE_SIZE,
+          log: Callable[[str], None] = print) -> Path:
     """Build the vocab from a kowiki.json file; return the path of the .model."""
     input_path = require_file(input_path, "kowiki JSON", BUILD_INPUT_HINT)
     require_output_dir(prefix)
     t0 = time.time()
-    sample, seen = reservoir_sample(iter_sentences(iter_kowiki_json(input_path)), sample_size, seed)
+    sample, seen = reservoir_sample(iter_sentences(iter_kowiki_json(input_path)), sample_size, settings.seed)
     log(f"read {seen:,} sentences from {rel(input_path)}, training on {len(sample):,} ({time.time() - t0:.0f}s)")
     t1 = time.time()
-    model = train_from_sentences(
-        sample, prefix, vocab_size=vocab_size, character_coverage=character_coverage,
-        byte_fallback=byte_fallback, required_chars=required_chars, normalization=normalization,
-        threads=threads, seed=seed,
-    )
+    model = train_from_sentences(sample, prefix, settings)
     vocab = Vocab(model)
     log(f"wrote {rel(model)} ({len(vocab):,} entries, fingerprint {vocab.fingerprint}) "
         f"in {time.time() - t1:.0f}s training, {time.time() - t0:.0f}s in all")
-    expected = expected_size(vocab_size, byte_fallback)
+    expected = expected_size(settings.vocab_size, settings.byte_fallback)
     if len(vocab) < expected:
         log(f"note: the corpus gave only {len(vocab):,} of the {expected:,} entries asked for "
-            f"(too little text for --vocab_size {vocab_size}; pass a smaller one to silence this)")
+            f"(too little text for --vocab_size {settings.vocab_size}; pass a smaller one to silence this)")
     return model
 
 
-# ---------------------------------------------------------------- measuring
-
+# --- measuring ------------------------------------------------------------------------
 
 def read_documents(path: str | os.PathLike, limit: int | None = None) -> list[str]:
     """The non-empty reviews of an NSMC TSV (ratings_train.txt / ratings_test.txt)."""
@@ -243,21 +223,13 @@ def measure(model: str | os.PathLike, documents: list[str]) -> dict:
     i.e. after normalize_text.
     """
     vocab = Vocab(model)
-    unk_id = vocab.sp.unk_id()
-    pieces = unk = nbytes = 0
-    for ids in vocab.encode_batch(documents):
-        pieces += len(ids)
-        for i in ids:
-            if i == unk_id:
-                unk += 1
-            elif vocab.sp.IsByte(i):
-                nbytes += 1
+    pieces = [i for ids in vocab.encode_batch(documents) for i in ids]
     return {
         "documents": len(documents),
-        "pieces": pieces,
-        "unk_rate": unk / max(pieces, 1),
-        "byte_rate": nbytes / max(pieces, 1),
-        "pieces_per_document": pieces / max(len(documents), 1),
+        "pieces": len(pieces),
+        "unk_rate": pieces.count(vocab.sp.unk_id()) / max(len(pieces), 1),
+        "byte_rate": sum(map(vocab.sp.IsByte, pieces)) / max(len(pieces), 1),
+        "pieces_per_document": len(pieces) / max(len(documents), 1),
         "vocab_entries": len(vocab),
     }
 
@@ -268,20 +240,20 @@ def format_measure(model: str | os.PathLike, m: dict) -> str:
             f"{m['pieces_per_document']:.2f} pieces/review ({m['vocab_entries']:,} entries)")
 
 
-# ---------------------------------------------------------------- CLI
-
+# --- CLI ------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = make_parser(__doc__.split("\n\n")[0])
+    defaults = SpmSettings()
     p.add_argument("--input", type=Path, default=KOWIKI_JSON, help="kowiki.json: one JSON article per line")
     p.add_argument("--prefix", type=Path, default=DEFAULT_PREFIX,
                    help="output prefix: writes PREFIX.model and PREFIX.vocab")
-    p.add_argument("--vocab_size", type=positive_int, default=DEFAULT_VOCAB_SIZE,
+    p.add_argument("--vocab_size", type=positive_int, default=defaults.vocab_size,
                    help="learned pieces (characters + BPE merges); the 7 special pieces and, with "
                         "byte fallback, the 256 byte pieces come on top")
     p.add_argument("--sample_size", type=positive_int, default=DEFAULT_SAMPLE_SIZE,
                    help="sentences sampled uniformly from the corpus for training (bounds time and memory)")
-    p.add_argument("--character_coverage", type=float, default=DEFAULT_CHARACTER_COVERAGE,
+    p.add_argument("--character_coverage", type=float, default=defaults.character_coverage,
                    help="share of the sample's characters that must be single pieces; "
                         "the rarest rest become byte pieces (or [UNK] with --no_byte_fallback)")
     p.add_argument("--required_chars", choices=sorted(REQUIRED_CHAR_SETS), default="jamo+ksx1001",
@@ -293,10 +265,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--spm_normalization", choices=["identity", "nmt_nfkc"], default="identity",
                    help="SentencePiece's built-in normalizer; the project uses identity (text goes through "
                         "common.vocab.normalize_text); nmt_nfkc only to reproduce vocab/README.md's comparison")
-    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+    p.add_argument("--threads", type=positive_int, default=defaults.threads,
                    help="SentencePiece training threads (recorded in the model: another value gives "
                         "the same pieces but another fingerprint)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the sentence sample")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the sentence sample")
     p.add_argument("--measure", type=Path, metavar="NSMC_TSV",
                    help="do not train: print the [UNK] rate of the vocab PREFIX.model on the reviews of this "
                         "NSMC TSV (e.g. $CORPUS_DIR/nsmc/ratings_train.txt)")
@@ -315,12 +287,12 @@ def main(argv: list[str] | None = None) -> None:
         docs = read_documents(args.measure, args.measure_limit)
         print(format_measure(model, measure(model, docs)))
         return
-    train(
-        args.input, args.prefix, vocab_size=args.vocab_size, sample_size=args.sample_size,
-        character_coverage=args.character_coverage, byte_fallback=not args.no_byte_fallback,
-        required_chars=REQUIRED_CHAR_SETS[args.required_chars], normalization=args.spm_normalization,
-        threads=args.threads, seed=args.seed,
+    settings = SpmSettings(
+        vocab_size=args.vocab_size, character_coverage=args.character_coverage,
+        byte_fallback=not args.no_byte_fallback, required_chars=REQUIRED_CHAR_SETS[args.required_chars],
+        normalization=args.spm_normalization, threads=args.threads, seed=args.seed,
     )
+    train(args.input, args.prefix, settings, sample_size=args.sample_size)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""The pretraining data of the two encoders: variable-length instances of a token
+store (`tokens` + `offsets` + `word_starts`), masked anew at every batch (dynamic
+masking, with `common.masking`) and padded into the tensors the models take."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from common.cli import UserError
+
+
+def pack(rows: Sequence[np.ndarray], width: int | None = None, fill: int = 0, dtype: Any = np.int64) -> np.ndarray:
+    """Rows of different lengths -> (len(rows), width) array padded with `fill` on the right.
+
+    width defaults to the longest row (at least 1, so an empty batch of masks keeps a column).
+    """
+    longest = max((len(r) for r in rows), default=0)
+    width = max(longest, 1) if width is None else width
+    if longest > width:
+        raise ValueError(f"a row of {longest} does not fit width {width}")
+    out = np.full((len(rows), width), fill, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+class MaskedSegmentDataset:
+    """Variable-length instances of a token store (`tokens` + `offsets`), masked anew
+    at every `collate` (dynamic masking). BERT's and SpanBERT's pretraining data.
+
+    The masks of a batch come from a generator seeded by one draw of torch's
+    global RNG plus the batch's indices: the trainer checkpoints that RNG, so a
+    resumed run draws exactly the masks the uninterrupted run would have, while
+    each epoch sees new masks. Subclasses set `format` and write `collate`.
+    """
+
+    format = ""
+
+    def __init__(self, store: Any, cfg: Any):
+        if store.meta.get("format") != self.format:
+            raise UserError(f"{store.path} is not {self.format} pretraining data (format {store.meta.get('format')!r}); "
+                            f"build it with python data.py in {self.format}/")
+        self.n_seq = store.check_n_seq(cfg.n_seq)
+        self.tokens, self.offsets = store["tokens"], store["offsets"]
+        self.word_starts = np.asarray(store["word_starts"], dtype=bool)
+        self.mask_prob = float(store.meta["mask_prob"])
+        self.n_vocab = cfg.n_vocab
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def instance(self, i: int) -> np.ndarray:
+        """Token ids of instance i, special tokens included."""
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]].astype(np.int64)
+
+    @staticmethod
+    def batch_rng(indices: np.ndarray) -> np.random.Generator:
+        """The generator a batch's masks are drawn from (see the class docstring)."""
+        draw = int(torch.randint(0, 2**62, (1,)))
+        return np.random.default_rng([draw, *np.asarray(indices, dtype=np.int64).tolist()])
+
+    @staticmethod
+    def pad(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask): the rows right-padded with [PAD] = 0, and True at the real tokens."""
+        input_ids = pack(rows)
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        return input_ids, np.arange(input_ids.shape[1]) < lengths[:, None]

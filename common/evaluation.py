@@ -1,0 +1,73 @@
+"""Evaluation and the metric sums behind every reported number.
+
+A model's forward returns (loss, metrics), each metric a (sum, count) pair, so
+that averages stay exact across micro-batches, ranks and evaluation batches:
+`add_metrics` adds a batch's pairs, `reduce_metrics` sums them over ranks and
+divides once."""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from common.device import Runtime, gather_objects, rank_seed
+from common.losses import Metrics
+
+
+class Dataset(Protocol):
+    def __len__(self) -> int: ...
+    def collate(self, indices: np.ndarray) -> dict[str, Tensor]: ...
+
+
+def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+def reduce_metrics(totals: dict[str, list[float]], runtime: Runtime) -> dict[str, float]:
+    """Sum (sum, count) pairs over ranks and return the averages."""
+    names = sorted(totals)
+    if runtime.distributed:
+        # A rank that saw no batch (or no batch with some metric) still takes part, with zeros.
+        names = sorted(set().union(*gather_objects(names, runtime)))
+        t = torch.tensor([totals.get(n, [0.0, 0.0]) for n in names], dtype=torch.float64,
+                         device=runtime.device).reshape(len(names), 2)
+        dist.all_reduce(t)
+        totals = {n: t[i].tolist() for i, n in enumerate(names)}
+    return {n: totals[n][0] / totals[n][1] if totals[n][1] else float("nan") for n in names}
+
+
+def add_metrics(totals: dict[str, list[float]], metrics: Metrics) -> None:
+    for name, (s, c) in metrics.items():
+        acc = totals.setdefault(name, [0.0, 0.0])
+        acc[0] += float(s)
+        acc[1] += float(c)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, runtime: Runtime,
+             batches: list[np.ndarray] | None = None, seed: int = 0) -> dict[str, float]:
+    """Average every metric over `dataset` (all ranks together), in eval mode.
+
+    Rank r takes batches r, r + world_size, ...; the sums are added over ranks,
+    so the result does not depend on the number of ranks. Batch i's collate draws
+    from torch's CPU generator seeded with (seed, i), inside a fork of the RNG:
+    the same masks every epoch and on any number of ranks, and the training RNG
+    stream is left as it was.
+    """
+    was_training = model.training
+    model.eval()
+    if batches is None:
+        batches = [np.arange(i, min(i + batch_size, len(dataset))) for i in range(0, len(dataset), batch_size)]
+    totals: dict[str, list[float]] = {}
+    with torch.random.fork_rng(devices=[]):
+        for i in range(runtime.rank, len(batches), runtime.world_size):
+            torch.default_generator.manual_seed(rank_seed(seed, i))  # CPU only; the CUDA stream is not used here
+            batch = to_device(dataset.collate(batches[i]), runtime.device)
+            with runtime.autocast():
+                _, metrics = model(**batch)
+            add_metrics(totals, metrics)
+    model.train(was_training)
+    return reduce_metrics(totals, runtime)
