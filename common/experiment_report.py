@@ -12,7 +12,7 @@ from common.experiment_plan import (RECIPE, SCRATCH, TFIDF, Budget, Experiment, 
                                     recipe_checkpoint, size_label, store_path)
 from common.io import atomic_path
 from common.paths import rel
-from common.plots import STEPS_SUFFIX, plot_pretraining
+from common.plots import STEPS_SUFFIX, plot_pretraining, pyplot
 from common.results import read_csv, update_readme
 
 BEGIN, END = "<!-- experiment:begin -->", "<!-- experiment:end -->"
@@ -108,11 +108,7 @@ def curve_table(exp: Experiment, rows: list[dict[str, str]], sizes: list[int]) -
 
 def plot_curve(exp: Experiment, rows: list[dict[str, str]], sizes: list[int], target: Path) -> None:
     """img/label_curve.svg: test accuracy against labelled reviews (log x), one line per column, error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, (heading, arm, variant) in enumerate(columns(exp)):
         points = []

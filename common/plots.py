@@ -23,10 +23,13 @@ from common.io import atomic_path
 STEPS_SUFFIX = ".steps.csv"  # runs/<item>.steps.csv beside runs/<item>.csv; <save>.steps.csv beside a checkpoint
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot, headless, writing SVGs whose ids do not change from one run to the next
+    (a redrawn plot of the same logs is the same file: no diff in git)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "kolm"
     import matplotlib.pyplot as plt
 
     return plt
@@ -62,7 +65,7 @@ def plot_runs(run_logs: list[Path], img_dir: Path) -> list[Path]:
 
     from common.results import read_csv
 
-    plt = _pyplot()
+    plt = pyplot()
     logs = sorted(p for p in run_logs if not p.name.endswith(STEPS_SUFFIX))
     runs = [(log.stem, f"C{i % 10}") for i, log in enumerate(logs)]
     written = []
@@ -115,7 +118,7 @@ def pretraining_points(log: Path, tokens_per_step: int = 0) -> tuple[list[tuple[
 
 def plot_pretraining(logs: dict[str, Path], target: Path, title: str = "", tokens_per_step: int = 0) -> Path:
     """Held-out loss (dots, solid) and training loss (thin, faint) against tokens seen, one colour per run."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     runs = []
     for i, (label, log) in enumerate(logs.items()):
