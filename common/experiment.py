@@ -71,7 +71,8 @@ def pretrain_arm(exp: Experiment, paths: Paths, arm: Arm, budget: Budget, checkp
     log = checkpoint.with_suffix(".log.json")
     finished = log.is_file() and json.loads(log.read_text())[-1]["step"] >= budget.pretrain_steps
     if finished and (checkpoint.exists() or not need_weights):
-        print(f"pretraining {_short(str(checkpoint))}: done")
+        if not need_weights:  # (a fine-tuning run's check says nothing when the weights are there)
+            print(f"pretraining {_short(str(checkpoint))}: done")
         return
     if finished:
         print(f"pretraining {_short(str(checkpoint))}: logged, but its weights are not on disk (a fresh checkout): "
