@@ -23,7 +23,7 @@ from tqdm import tqdm
 from common.cli import UserError, add_vocab_option, make_parser, positive_int
 from common.nsmc import nsmc_split, read_nsmc_json
 from common.paths import KOWIKI_JSON, NSMC_TEST_JSON, rel
-from common.vocab import Vocab, load_vocab
+from common.vocab import CLS_ID, SEP_ID, Vocab, load_vocab
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,6 +59,12 @@ def add_review_text_args(parser: argparse.ArgumentParser) -> None:
                         help="the NSMC test file, read only to refuse an --extra file that shares its reviews")
 
 
+def store_sources(input_path: str, extra: str | None) -> dict[str, str | None]:
+    """What a store is built from, by file name, as its meta.json records it."""
+    return {"input": "none" if input_path == "none" else Path(input_path).name,
+            "extra": Path(extra).name if extra else None}
+
+
 def pretraining_reviews(path: str | os.PathLike, test_path: str | os.PathLike) -> list[str]:
     """The review texts of an NSMC train file's pool (`common.nsmc.nsmc_split`), for pretraining.
 
@@ -79,6 +85,24 @@ def pretraining_reviews(path: str | os.PathLike, test_path: str | os.PathLike) -
                             f"must come from the train split (pass data/ratings_train.json)")
     pool, _ = nsmc_split(len(rows))
     return [rows[i]["document"] for i in pool]
+
+
+def packed_reviews(reviews: Iterable[list[int]], n_seq: int) -> Iterator[np.ndarray]:
+    """Reviews in order as `[CLS] r1 [SEP] r2 [SEP] ...` instances of at most n_seq tokens (a review longer
+    than n_seq - 2 is cut); an instance is closed when the next review would not fit. The encoders'
+    pretraining instances of review text: a review is too short to fill an instance, and the [SEP]
+    between two reviews keeps a masked span from crossing from one into the next."""
+    parts: list[list[int]] = [[CLS_ID]]
+    length = 1
+    for ids in reviews:
+        review = [*ids[: n_seq - 2], SEP_ID]
+        if length + len(review) > n_seq:
+            yield np.concatenate(parts)
+            parts, length = [[CLS_ID]], 1
+        parts.append(review)
+        length += len(review)
+    if length > 1:
+        yield np.concatenate(parts)
 
 
 def check_output(path: str | os.PathLike, force: bool, n_seq: int | None = None, **built_with: object) -> bool:
