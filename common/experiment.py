@@ -178,6 +178,7 @@ def experiment_main(exp: Experiment) -> None:
     add_vocab_option(parser)
     parser.add_argument("--config", default=rel(exp.folder / "config_half.json"), help="model config JSON")
     parser.add_argument("--readme", default=rel(exp.folder / "README.md"), help="README whose experiment section is redrawn")
+    parser.set_defaults(**exp.defaults)
     args = parser.parse_args()
     paths = Paths(*(Path(getattr(args, k)).resolve() for k in
                     ("out", "stores", "kowiki", "train", "test", "vocab", "config", "readme")))
