@@ -33,7 +33,8 @@ _worker_vocab: Vocab | None = None
 
 def data_parser(description: str, default_output: Path, n_seq: int) -> argparse.ArgumentParser:
     parser = make_parser(description)
-    parser.add_argument("--input", default=rel(KOWIKI_JSON), help="kowiki.json from data/kowiki.py")
+    parser.add_argument("--input", default=rel(KOWIKI_JSON),
+                        help="kowiki.json from data/kowiki.py, or none (the --extra reviews alone)")
     parser.add_argument("--output", default=rel(default_output), help="token store folder to write")
     parser.add_argument("--n_seq", type=positive_int, default=n_seq, help="tokens per training instance")
     add_vocab_option(parser)
@@ -54,7 +55,7 @@ def add_review_text_args(parser: argparse.ArgumentParser) -> None:
     """--input none and --extra: the NSMC train split's review text in the pretraining store."""
     parser.add_argument("--extra", default=None,
                         help="also pretrain on the review text of this NSMC train file (data/ratings_train.json; "
-                             "its dev split is left out, a test file is refused); none by default")
+                             "its dev split is left out, a test file is refused) (default: none)")
     parser.add_argument("--test", default=rel(NSMC_TEST_JSON),
                         help="the NSMC test file, read only to refuse an --extra file that shares its reviews")
 
