@@ -108,3 +108,20 @@ def test_encoder_experiment_runs_every_arm(model: str, tmp_path: Path, sample_co
         reviews_row = next(line for line in table.splitlines() if line.startswith("| reviews |"))
         kowiki_row = next(line for line in table.splitlines() if line.startswith("| kowiki |"))
         assert "| none |" in reviews_row and re.search(r"\| 0\.\d{3} \(0\.\d{3}\) \|", kowiki_row)
+
+
+def test_only_recipe_runs_the_recipe_rows_alone(tmp_path: Path, sample_corpus, sample_vocab, write_config,
+                                                run_script) -> None:
+    config = write_config(tmp_path / "tiny.json", n_seq=64)
+    args = ["--out", tmp_path / "experiment", "--stores", tmp_path, "--kowiki", sample_corpus["kowiki"],
+            "--train", sample_corpus["train"], "--test", sample_corpus["test"], "--vocab", sample_vocab,
+            "--config", config, "--readme", tmp_path / "README.md", "--pretrain_steps", "3", "--pretrain_batch", "4",
+            "--n_seq", "32", "--pretrain_warmup", "1", "--recipe_tokens", "256", "--no-compile", "--only", "recipe"]
+    (tmp_path / "README.md").write_text(README, encoding="utf-8")
+    done = run_script("experiment.py", *args, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tmp_path / "experiment" / "recipe").glob("*.log.json"))) == 7
+    assert "python train.py" not in done.stdout and not (tmp_path / "experiment" / "results.csv").exists()
+    assert not list(tmp_path.glob("reviews_*"))  # no arm but the recipe's was built
+    refused = run_script("experiment.py", "--only", "recipe", cwd=REPO_ROOT / "bert")
+    assert refused.returncode == 2 and "declares no recipe table" in refused.stderr
