@@ -78,7 +78,7 @@ def pretrain_arm(exp: Experiment, paths: Paths, arm: Arm, budget: Budget, checkp
         print(f"pretraining {_short(str(checkpoint))}: logged, but its weights are not on disk (a fresh checkout): "
               f"pretraining it again with the same budget", flush=True)
         for stale in (log, checkpoint.with_suffix(STEPS_SUFFIX)):  # the run writes its own; stopped midway, it resumes
-            stale.unlink()
+            stale.unlink(missing_ok=True)  # (a run logged before the step log has no steps.csv)
     store = str(store_path(exp, paths, arm, budget.n_seq))
     text = ["--input", str(paths.kowiki) if arm.kowiki else "none"]
     text += ["--extra", str(paths.train), "--test", str(paths.test)] if arm.reviews else []

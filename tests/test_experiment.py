@@ -60,6 +60,7 @@ def test_experiment_end_to_end(tmp_path: Path, sample_corpus, sample_vocab, writ
     # pretrains that arm again with the same budget, and nothing else runs
     for weights in (tmp_path / "experiment").glob("save_pretrain_kowiki.pth*"):
         weights.unlink()
+    (tmp_path / "experiment" / "save_pretrain_kowiki.steps.csv").unlink()  # as an arm logged before step logs
     results = tmp_path / "experiment" / "results.csv"
     write_csv(results, [r for r in read_csv(results) if r["item"] != "kowiki-lm0-n60-s2"])
     fresh = run_script("experiment.py", *args, timeout=300)
