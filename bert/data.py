@@ -8,6 +8,15 @@ B, and half of the time B is replaced by text from another article (the next
 sentence prediction label: 1 = B follows A, 0 = B is random); the longer side
 is truncated, at a random end, until the pair fits.
 
+`--extra ../data/ratings_train.json` adds the NSMC train split's review text
+(task-adaptive pretraining; the dev split is left out, the test file refused), in
+front of the articles. A review is a document of one or two short sentences:
+too short for a sentence pair, and two reviews side by side are unrelated text,
+so reviews make no NSP pairs. They are packed, in order, into MLM-only instances
+`[CLS] r1 [SEP] r2 [SEP] ...` of at most n_seq tokens, all in segment A (as
+RoBERTa packs full sentences across documents), with the NSP label NO_NSP, which
+the NSP loss skips. `--input none` builds a store of the reviews alone.
+
 Masks are NOT stored: the pretraining dataset draws them on the fly for every
 batch (dynamic masking, see README.md), so the store holds the token ids once.
 "Another article" is drawn from a bounded buffer of the last --nsp_buffer
@@ -17,7 +26,7 @@ Store layout (np.memmap arrays, see common/token_store.py):
   tokens      uint16  all instances' ids, [CLS] A [SEP] B [SEP] each, concatenated
   offsets     int64   n + 1 boundaries: instance i is tokens[offsets[i]:offsets[i+1]]
   len_a       uint16  length of "[CLS] A [SEP]" (token_type_ids are 1 from there on)
-  is_next     uint8   NSP label
+  is_next     uint8   NSP label (1 = B follows A, 0 = B is random, NO_NSP = packed reviews, no pair)
   word_starts uint8   per vocab id: 1 if the piece begins a word (whole-word masking)
 """
 from __future__ import annotations
@@ -30,12 +39,14 @@ import numpy as np
 from common.cli import UserError, positive_int, probability, run_main
 from common.masking import word_start_table
 from common.paths import DATA_DIR
-from common.prep import check_output, data_parser, load_store_vocab, tokenized_articles
+from common.prep import (add_review_text_args, check_output, data_parser, load_store_vocab, packed_reviews,
+                         pretraining_reviews, store_sources, tokenized_articles)
 from common.token_store import StoreWriter
 from common.vocab import CLS_ID, SEP_ID, Vocab
 
 DEFAULT_OUTPUT = DATA_DIR / "kowiki_bert"
 SENTENCE_END = (".", "?", "!")
+NO_NSP = 2  # the is_next of an instance without a sentence pair (packed reviews)
 
 Article = list[np.ndarray]  # an article as a list of sentences (arrays of token ids)
 Pair = tuple[np.ndarray, np.ndarray, int]  # (tokens A, tokens B, is_next)
@@ -133,14 +144,19 @@ def corpus_pairs(articles: Iterable[Article], max_tokens: int, short_seq_prob: f
 
 
 def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: int, mask_prob: float = 0.15,
-          short_seq_prob: float = 0.1, nsp_buffer: int = 1000, seed: int = 12345) -> dict:
+          short_seq_prob: float = 0.1, nsp_buffer: int = 1000, seed: int = 12345, extra: str | None = None,
+          test_path: str = "") -> dict:
     vocab = load_store_vocab(vocab_path)
     if n_seq < 5:
         raise UserError(f"--n_seq {n_seq} is too short for [CLS] A [SEP] B [SEP]; use at least 5")
+    if input_path == "none" and not extra:
+        raise UserError("--input none leaves nothing to tokenize (pass --extra ../data/ratings_train.json, or a kowiki.json)")
+    reviews = [ids for ids in vocab.encode_batch(pretraining_reviews(extra, test_path)) if ids] if extra else []
     word_starts = word_start_table(vocab)
     sentence_end = sentence_end_table(vocab)
     rng = np.random.default_rng(seed)
-    counts = {"n_articles": 0, "n_instances": 0, "n_tokens": 0, "n_is_next": 0}
+    counts = {"n_articles": 0, "n_instances": 0, "n_tokens": 0, "n_is_next": 0, "n_reviews": len(reviews),
+              "n_review_instances": 0}
 
     def articles() -> Iterator[Article]:
         for paragraphs in tokenized_articles(input_path, vocab_path, workers):
@@ -150,11 +166,17 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
                 yield article
 
     meta = {"format": "bert", "n_seq": n_seq, "mask_prob": mask_prob, "short_seq_prob": short_seq_prob,
-            "nsp_buffer": nsp_buffer, "seed": seed, "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab)}
+            "nsp_buffer": nsp_buffer, "seed": seed, "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab),
+            **store_sources(input_path, extra)}
     with StoreWriter(output, meta) as store:
         store.append("word_starts", word_starts.astype(np.uint8))
 
         def instances() -> Iterator[tuple[np.ndarray, dict]]:
+            for ids in packed_reviews(reviews, n_seq):  # in front: a held-out tail of articles stays articles
+                counts["n_review_instances"] += 1
+                yield ids, {"len_a": len(ids), "is_next": NO_NSP}
+            if input_path == "none":
+                return
             for a, b, label in corpus_pairs(articles(), n_seq - 3, short_seq_prob, rng, nsp_buffer):
                 counts["n_is_next"] += label
                 yield np.concatenate([[CLS_ID], a, [SEP_ID], b, [SEP_ID]]), {"len_a": len(a) + 2, "is_next": label}
@@ -164,9 +186,12 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
         if counts["n_instances"] == 0:
             raise UserError(f"{input_path} yields no sentence pair (use a bigger corpus)")
         store.meta.update(counts)
-    n = counts["n_instances"]
+    n, n_pairs = counts["n_instances"], counts["n_instances"] - counts["n_review_instances"]
+    pairs = f"{counts['n_is_next'] / n_pairs:.1%} of the pairs with B following A" if n_pairs else "no sentence pair"
+    reviews_part = (f"; {counts['n_reviews']:,} reviews packed into {counts['n_review_instances']:,} MLM-only "
+                    f"instances" if extra else "")
     print(f"wrote {output}: {counts['n_articles']:,} articles, {n:,} instances of at most {n_seq} tokens "
-          f"({counts['n_tokens'] / n:.0f} on average, {counts['n_is_next'] / n:.1%} with B following A)")
+          f"({counts['n_tokens'] / n:.0f} on average, {pairs}){reviews_part}")
     return store.meta
 
 
@@ -179,10 +204,11 @@ def main() -> None:
     parser.add_argument("--nsp_buffer", type=positive_int, default=1000,
                         help="random B segments come from this many neighbouring articles (bounds memory)")
     parser.add_argument("--seed", type=int, default=12345, help="random seed of the pairing (BERT's default)")
+    add_review_text_args(parser)
     args = parser.parse_args()
-    run_main(lambda: check_output(args.output, args.force, args.n_seq)
+    run_main(lambda: check_output(args.output, args.force, args.n_seq, extra=store_sources(args.input, args.extra)["extra"])
              and build(args.input, args.output, args.n_seq, args.vocab, args.workers, args.mask_prob,
-                       args.short_seq_prob, args.nsp_buffer, args.seed))
+                       args.short_seq_prob, args.nsp_buffer, args.seed, args.extra, args.test))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from common.config import ModelConfig
 from common.encoder import BertModel, MLMHead, masked_lm_loss
 from common.layers import init_weights
-from common.losses import Metrics, classification_loss
+from common.losses import IGNORE, Metrics, classification_loss
 
 
 class BertForPreTraining(nn.Module):
@@ -32,13 +32,18 @@ class BertForPreTraining(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor, mlm_positions: Tensor,
                 mlm_labels: Tensor, nsp_labels: Tensor) -> tuple[Tensor, Metrics]:
         """input_ids, attention_mask, token_type_ids (B, T); mlm_positions, mlm_labels (B, M)
-        with labels 0 ([PAD]) in unused slots; nsp_labels (B,) with 1 = B follows A."""
+        with labels 0 ([PAD]) in unused slots; nsp_labels (B,) with 1 = B follows A, IGNORE = no pair.
+
+        Besides the losses and accuracies, `nsp_next` is the share of pairs whose B follows A:
+        the NSP accuracy a constant guess gets is max(nsp_next, 1 - nsp_next)."""
         hidden, pooled = self.trunk(input_ids, attention_mask, token_type_ids)
         mlm, metrics = masked_lm_loss(self.mlm_head, hidden, mlm_positions, mlm_labels)
         nsp, nsp_metrics = classification_loss(self.nsp_head(pooled), nsp_labels, "nsp")
         loss = mlm + nsp
         n = nsp_labels.numel()
-        return loss, {**metrics, **nsp_metrics, "loss": (loss.detach() * n, n)}
+        pairs = nsp_labels != IGNORE
+        return loss, {**metrics, **nsp_metrics, "nsp_next": ((nsp_labels == 1).sum(), pairs.sum()),
+                      "loss": (loss.detach() * n, n)}
 
 
 class BertForSequenceClassification(nn.Module):

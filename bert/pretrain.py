@@ -8,10 +8,11 @@ import torch
 
 from common.config import ModelConfig
 from common.encoder_data import MaskedSegmentDataset, pack
+from common.losses import IGNORE
 from common.masking import mask_whole_words
 from common.pretrain import PretrainSpec, pretrain_main
 from common.token_store import TokenStore
-from bert.data import DEFAULT_OUTPUT
+from bert.data import DEFAULT_OUTPUT, NO_NSP
 from bert.model import BertForPreTraining
 
 
@@ -30,6 +31,7 @@ class PretrainingDataset(MaskedSegmentDataset):
         masked, positions, labels = zip(*(mask_whole_words(self.instance(i), self.word_starts, self.mask_prob, rng,
                                                            self.n_vocab) for i in indices))
         input_ids, attention_mask = self.pad(masked)
+        is_next = self.is_next[indices].astype(np.int64)
         t = np.arange(input_ids.shape[1])
         token_type_ids = (t >= self.len_a[indices].astype(np.int64)[:, None]) & attention_mask
         return {
@@ -38,7 +40,7 @@ class PretrainingDataset(MaskedSegmentDataset):
             "token_type_ids": torch.from_numpy(token_type_ids.astype(np.int64)),
             "mlm_positions": torch.from_numpy(pack(positions)),
             "mlm_labels": torch.from_numpy(pack(labels)),  # 0 = [PAD]: an unused slot, skipped by the loss
-            "nsp_labels": torch.from_numpy(self.is_next[indices].astype(np.int64)),
+            "nsp_labels": torch.from_numpy(np.where(is_next == NO_NSP, IGNORE, is_next)),  # packed reviews: no pair
         }
 
 

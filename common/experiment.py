@@ -78,7 +78,7 @@ def pretrain_arm(exp: Experiment, paths: Paths, arm: Arm, budget: Budget, checkp
         print(f"pretraining {_short(str(checkpoint))}: logged, but its weights are not on disk (a fresh checkout): "
               f"pretraining it again with the same budget", flush=True)
         for stale in (log, checkpoint.with_suffix(STEPS_SUFFIX)):  # the run writes its own; stopped midway, it resumes
-            stale.unlink()
+            stale.unlink(missing_ok=True)  # (a run logged before the step log has no steps.csv)
     store = str(store_path(exp, paths, arm, budget.n_seq))
     text = ["--input", str(paths.kowiki) if arm.kowiki else "none"]
     text += ["--extra", str(paths.train), "--test", str(paths.test)] if arm.reviews else []
@@ -126,8 +126,12 @@ def tfidf_run(paths: Paths, run: Run) -> None:
 def run_experiment(exp: Experiment, paths: Paths, budget: Budget, only: str) -> None:
     paths.out.mkdir(exist_ok=True)
     done = {r["item"] for r in read_csv(paths.out / "results.csv")}
+    if only == "recipe" and exp.recipe_arm is None:
+        raise UserError(f"{exp.folder.name}'s experiment declares no recipe table (its recipe_arm is None)")
     if only != "report":
         for kind, step in plan(exp, budget):
+            if only == "recipe" and kind != "recipe":
+                continue
             if kind == "pretrain":
                 pretrain_arm(exp, paths, step, budget)
             elif kind == "recipe":
@@ -167,8 +171,9 @@ def experiment_main(exp: Experiment) -> None:
     parser.add_argument("--recipe_tokens", type=positive_int, default=1_638_400,
                         help="pretraining tokens of each row of the tiny-budget recipe table")
     add_gpu_option(parser)
-    parser.add_argument("--only", choices=["all", "report"], default="all",
-                        help="report: redraw the README section and plot from the logs, run nothing")
+    parser.add_argument("--only", choices=["all", "report", "recipe"], default="all",
+                        help="report: redraw the README section and plot from the logs, run nothing; recipe: run "
+                             "only the tiny-budget recipe table's rows (they need no other run)")
     parser.add_argument("--out", default=rel(exp.folder / "experiment"),
                         help="results.csv, runs/ and the pretraining checkpoints and logs")
     parser.add_argument("--stores", default=rel(DATA_DIR), help="folder of the token stores data.py writes")
@@ -178,6 +183,7 @@ def experiment_main(exp: Experiment) -> None:
     add_vocab_option(parser)
     parser.add_argument("--config", default=rel(exp.folder / "config_half.json"), help="model config JSON")
     parser.add_argument("--readme", default=rel(exp.folder / "README.md"), help="README whose experiment section is redrawn")
+    parser.set_defaults(**exp.defaults)
     args = parser.parse_args()
     paths = Paths(*(Path(getattr(args, k)).resolve() for k in
                     ("out", "stores", "kowiki", "train", "test", "vocab", "config", "readme")))

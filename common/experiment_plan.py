@@ -29,7 +29,13 @@ class Experiment:
     variants: dict[str, list[str]]  # fine-tuning variant -> train.py options; the first is the plain one
     # variants run only with the first arm (e.g. GPT's auxiliary LM loss), besides the plain one
     first_arm_only: list[str] = field(default_factory=list)
-    recipe_arm: str = "kowiki"  # the arm whose store the tiny-budget recipe table pretrains on
+    recipe_arm: str | None = None  # the arm whose store the tiny-budget recipe table pretrains on (None: no table)
+    # the held-out accuracy columns of the pretraining table: (heading, head) -> the log's heldout_<head>_acc
+    # ("" for a model with one head: heldout_acc); a head that logs a share of positives `<head>_next` (BERT's
+    # NSP) shows beside its accuracy the accuracy of a constant guess, max(next, 1 - next)
+    heldout_columns: list[tuple[str, str]] = field(default_factory=lambda: [("Held-out acc", "")])
+    loss_is_lm: bool = False  # the held-out loss is one language model's: shown with its perplexity
+    defaults: dict[str, object] = field(default_factory=dict)  # experiment.py's option defaults for this model
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
@@ -129,7 +135,8 @@ def plan(exp: Experiment, budget: Budget) -> list[tuple[str, object]]:
         steps += [("pretrain", arm)] + runs(arm.name, plain, small) + runs(arm.name, plain, rest)
     for variant in exp.first_arm_only:
         steps += runs(first, variant, budget.sizes)
-    steps += [("recipe", r) for r in RECIPE]
+    if exp.recipe_arm is not None:
+        steps += [("recipe", r) for r in RECIPE]
     return steps
 
 

@@ -54,13 +54,26 @@ def gain(rows: list[dict[str, str]], arm: str, variant: str, size: int) -> tuple
     return _stats(paired) if paired else None
 
 
+def heldout_cells(exp: Experiment, last: dict) -> str:
+    """The held-out loss and accuracy cells of a pretraining log's last row (see Experiment.heldout_columns)."""
+    loss = last["heldout_loss"]
+    cells = [f"{loss:.3f} ({math.exp(loss):.0f})" if exp.loss_is_lm else f"{loss:.3f}"]
+    for _, head in exp.heldout_columns:
+        key = f"heldout_{head}_" if head else "heldout_"
+        acc, positives = last.get(f"{key}acc", math.nan), last.get(f"{key}next")
+        guess = f" ({max(positives, 1 - positives):.3f})" if positives is not None and not math.isnan(positives) else ""
+        cells.append("none" if math.isnan(acc) else f"{acc:.3f}{guess}")
+    return " | ".join(cells)
+
+
 def pretraining_table(exp: Experiment, paths: Paths, budget: Budget) -> str:
-    lines = ["| Pretraining | Store tokens | Steps x batch x n_seq | Tokens seen | Held-out loss (ppl) | "
-             "Held-out next-token acc | Tokens/s | Minutes |", "|---|---|---|---|---|---|---|---|"]
+    headings = ["Held-out loss (ppl)" if exp.loss_is_lm else "Held-out loss", *(h for h, _ in exp.heldout_columns)]
+    lines = ["| Pretraining | Store tokens | Steps x batch x n_seq | Tokens seen | " + " | ".join(headings)
+             + " | Tokens/s | Minutes |", "|---" * (6 + len(headings)) + "|"]
     for arm in exp.arms:
         log = paths.log(arm)
         if not log.is_file():
-            lines.append(f"| {arm.name} | not run | | | | | | |")
+            lines.append(f"| {arm.name} | not run |" + " |" * (4 + len(headings)))
             continue
         history = json.loads(log.read_text())
         last = history[-1]
@@ -68,8 +81,7 @@ def pretraining_table(exp: Experiment, paths: Paths, budget: Budget) -> str:
         meta = store_path(exp, paths, arm, n_seq) / "meta.json"  # (logs written before store_tokens was logged)
         tokens = last.get("store_tokens") or (json.loads(meta.read_text())["n_tokens"] if meta.is_file() else None)
         lines.append(f"| {arm.name} | {f'{tokens / 1e6:.1f}M' if tokens else '?'} | {last['step']} x {batch} x "
-                     f"{n_seq} | {last['step'] * batch * n_seq / 1e6:.2f}M | "
-                     f"{last['heldout_loss']:.3f} ({math.exp(last['heldout_loss']):.0f}) | {last['heldout_acc']:.3f} | "
+                     f"{n_seq} | {last['step'] * batch * n_seq / 1e6:.2f}M | {heldout_cells(exp, last)} | "
                      f"{last['tokens_per_s']:,.0f} | {sum(r['time_s'] for r in history) / 60:.1f} |")
     return "\n".join(lines)
 
@@ -170,10 +182,10 @@ def report(exp: Experiment, paths: Paths, budget: Budget) -> None:
         "| Pretraining | Labelled | Gain (points) | Std of gain | Seeds |\n|---|---|---|---|---|\n" + "\n".join(gains)
         if gains else "No pair run yet.",
         "![label curve](img/label_curve.svg)",
-        f"What helps at a tiny budget: each row changes one setting of the pretraining above and runs for "
-        f"{budget.recipe_tokens / 1e6:.2f}M tokens on the {exp.recipe_arm} store (held-out loss at another "
-        f"n_seq is over windows of that length: more context per token):",
-        recipe_table(paths, budget),
+        *([f"What helps at a tiny budget: each row changes one setting of the pretraining above and runs for "
+           f"{budget.recipe_tokens / 1e6:.2f}M tokens on the {exp.recipe_arm} store (held-out loss at another "
+           f"n_seq is over windows of that length: more context per token):",
+           recipe_table(paths, budget)] if exp.recipe_arm is not None else []),
         *(["![recipe curves](img/pretrain_recipe.svg)"] if recipe else []),
     ])
     readme = paths.readme

@@ -5,7 +5,8 @@
   predictions), through `linear_cross_entropy`, which never holds all the logits.
   The heads (`common.layers.LMHead` and its subclasses) call it with their tied
   projection; the callers pass only the rows that are scored.
-- `classification_loss`: a classifier's (or BERT's NSP) cross-entropy and accuracy.
+- `classification_loss`: a classifier's (or BERT's NSP) cross-entropy and accuracy; a label
+  `IGNORE` takes no part (BERT's instances without a sentence pair).
 
 Losses return (mean loss, metrics); `Metrics` maps a name to a (sum, count) pair, so
 that averages stay exact across micro-batches, ranks and evaluation batches.
@@ -19,9 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Metrics = dict[str, tuple[Tensor, Tensor | int]]
+IGNORE = -100  # a label that takes no part in classification_loss (F.cross_entropy's ignore_index)
 
 
-def _loss_and_accuracy(loss_sum: Tensor, correct: Tensor, n: int, name: str = "") -> Metrics:
+def _loss_and_accuracy(loss_sum: Tensor, correct: Tensor, n: Tensor | int, name: str = "") -> Metrics:
     """The metrics `<name>_loss`, `<name>_acc` (or `loss`, `acc` when name is empty) of n predictions."""
     prefix = f"{name}_" if name else ""
     return {f"{prefix}loss": (loss_sum.detach(), n), f"{prefix}acc": (correct, n)}
@@ -40,12 +42,15 @@ def token_loss(hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Ten
 
 
 def classification_loss(logits: Tensor, labels: Tensor, name: str = "") -> tuple[Tensor, Metrics]:
-    """Mean cross-entropy and accuracy, as (sum, count) metrics `<name>_loss`, `<name>_acc`
-    (or `loss`, `acc` when name is empty). Computed in fp32 also under autocast."""
+    """Mean cross-entropy and accuracy over the labels that are not IGNORE, as (sum, count) metrics
+    `<name>_loss`, `<name>_acc` (or `loss`, `acc` when name is empty); no label left gives a loss of 0.
+    Computed in fp32 also under autocast."""
     logits = logits.float()
-    loss_sum = F.cross_entropy(logits, labels, reduction="sum")
-    n = labels.numel()
-    return loss_sum / n, _loss_and_accuracy(loss_sum, (logits.argmax(-1) == labels).sum(), n, name)
+    scored = labels != IGNORE
+    loss_sum = F.cross_entropy(logits, labels, reduction="sum", ignore_index=IGNORE)
+    n = scored.sum()
+    correct = ((logits.argmax(-1) == labels) & scored).sum()
+    return loss_sum / n.clamp(min=1), _loss_and_accuracy(loss_sum, correct, n, name)
 
 
 def perplexity(loss: float) -> float:

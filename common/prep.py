@@ -23,7 +23,7 @@ from tqdm import tqdm
 from common.cli import UserError, add_vocab_option, make_parser, positive_int
 from common.nsmc import nsmc_split, read_nsmc_json
 from common.paths import KOWIKI_JSON, NSMC_TEST_JSON, rel
-from common.vocab import Vocab, load_vocab
+from common.vocab import CLS_ID, SEP_ID, Vocab, load_vocab
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -33,7 +33,8 @@ _worker_vocab: Vocab | None = None
 
 def data_parser(description: str, default_output: Path, n_seq: int) -> argparse.ArgumentParser:
     parser = make_parser(description)
-    parser.add_argument("--input", default=rel(KOWIKI_JSON), help="kowiki.json from data/kowiki.py")
+    parser.add_argument("--input", default=rel(KOWIKI_JSON),
+                        help="kowiki.json from data/kowiki.py, or none (the --extra reviews alone)")
     parser.add_argument("--output", default=rel(default_output), help="token store folder to write")
     parser.add_argument("--n_seq", type=positive_int, default=n_seq, help="tokens per training instance")
     add_vocab_option(parser)
@@ -54,9 +55,15 @@ def add_review_text_args(parser: argparse.ArgumentParser) -> None:
     """--input none and --extra: the NSMC train split's review text in the pretraining store."""
     parser.add_argument("--extra", default=None,
                         help="also pretrain on the review text of this NSMC train file (data/ratings_train.json; "
-                             "its dev split is left out, a test file is refused); none by default")
+                             "its dev split is left out, a test file is refused) (default: none)")
     parser.add_argument("--test", default=rel(NSMC_TEST_JSON),
                         help="the NSMC test file, read only to refuse an --extra file that shares its reviews")
+
+
+def store_sources(input_path: str, extra: str | None) -> dict[str, str | None]:
+    """What a store is built from, by file name, as its meta.json records it."""
+    return {"input": "none" if input_path == "none" else Path(input_path).name,
+            "extra": Path(extra).name if extra else None}
 
 
 def pretraining_reviews(path: str | os.PathLike, test_path: str | os.PathLike) -> list[str]:
@@ -79,6 +86,24 @@ def pretraining_reviews(path: str | os.PathLike, test_path: str | os.PathLike) -
                             f"must come from the train split (pass data/ratings_train.json)")
     pool, _ = nsmc_split(len(rows))
     return [rows[i]["document"] for i in pool]
+
+
+def packed_reviews(reviews: Iterable[list[int]], n_seq: int) -> Iterator[np.ndarray]:
+    """Reviews in order as `[CLS] r1 [SEP] r2 [SEP] ...` instances of at most n_seq tokens (a review longer
+    than n_seq - 2 is cut); an instance is closed when the next review would not fit. The encoders'
+    pretraining instances of review text: a review is too short to fill an instance, and the [SEP]
+    between two reviews keeps a masked span from crossing from one into the next."""
+    parts: list[list[int]] = [[CLS_ID]]
+    length = 1
+    for ids in reviews:
+        review = [*ids[: n_seq - 2], SEP_ID]
+        if length + len(review) > n_seq:
+            yield np.concatenate(parts)
+            parts, length = [[CLS_ID]], 1
+        parts.append(review)
+        length += len(review)
+    if length > 1:
+        yield np.concatenate(parts)
 
 
 def check_output(path: str | os.PathLike, force: bool, n_seq: int | None = None, **built_with: object) -> bool:

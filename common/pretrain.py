@@ -7,6 +7,7 @@ resume and reporting are the same for GPT, BERT and SpanBERT.
 from __future__ import annotations
 
 import argparse
+import math
 import contextlib
 import dataclasses
 from collections.abc import Callable
@@ -68,9 +69,17 @@ class PretrainSpec:
 
 
 def format_head_metrics(m: dict[str, float]) -> str:
-    """`loss L | mlm loss L acc A | nsp loss L acc A`: the total loss, then each head's loss and accuracy."""
+    """`loss L | mlm loss L acc A | nsp loss L acc A next N`: the total loss, then each head's loss and
+    accuracy, and any other metric of the head (`nsp_next` printed as `next`)."""
     heads = sorted(k.removesuffix("_loss") for k in m if k.endswith("_loss"))
-    return " | ".join([f"loss {m['loss']:.3f}", *(f"{h} loss {m[f'{h}_loss']:.3f} acc {m[f'{h}_acc']:.3f}" for h in heads)])
+
+    def head(h: str) -> str:
+        if math.isnan(m[f"{h}_loss"]):  # no instance had a target for it (BERT's NSP on a store of reviews)
+            return f"{h} none"
+        others = [f" {k.removeprefix(h + '_')} {v:.3f}" for k, v in m.items()
+                  if k.startswith(h + "_") and k not in (f"{h}_loss", f"{h}_acc")]
+        return f"{h} loss {m[f'{h}_loss']:.3f} acc {m[f'{h}_acc']:.3f}" + "".join(others)
+    return " | ".join([f"loss {m['loss']:.3f}", *map(head, heads)])
 
 
 CURVE_INSTANCES = 256  # held-out instances of each point of the curve: a few seconds, the same ones each time

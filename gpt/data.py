@@ -12,24 +12,16 @@ and the held-out loss of kowiki and kowiki + reviews runs can be compared;
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from common.cli import UserError, run_main
 from common.paths import DATA_DIR
 from common.prep import (add_review_text_args, check_output, data_parser, load_store_vocab, pretraining_reviews,
-                         tokenized_articles)
+                         store_sources, tokenized_articles)
 from common.token_store import StoreWriter
 from common.vocab import BOS_ID, EOS_ID
 
 DEFAULT_OUTPUT = DATA_DIR / "kowiki_gpt"
-
-
-def sources(input_path: str, extra: str | None) -> dict[str, str | None]:
-    """What a store is built from, by file name, as its meta.json records it."""
-    return {"input": "none" if input_path == "none" else Path(input_path).name,
-            "extra": Path(extra).name if extra else None}
 
 
 def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: int,
@@ -40,7 +32,7 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
     reviews = pretraining_reviews(extra, test_path) if extra else []
     n_articles = n_tokens = 0
     with StoreWriter(output, {"format": "gpt", "n_seq": n_seq, "vocab_fingerprint": vocab.fingerprint,
-                              "vocab_size": len(vocab), **sources(input_path, extra)}) as store:
+                              "vocab_size": len(vocab), **store_sources(input_path, extra)}) as store:
         buffer: list[np.ndarray] = []
         n_reviews = 0
         for ids in vocab.encode_batch(reviews):
@@ -76,7 +68,7 @@ def main() -> None:
     parser = data_parser(__doc__.splitlines()[0], DEFAULT_OUTPUT, n_seq=256)
     add_review_text_args(parser)
     args = parser.parse_args()
-    run_main(lambda: check_output(args.output, args.force, args.n_seq, extra=sources(args.input, args.extra)["extra"])
+    run_main(lambda: check_output(args.output, args.force, args.n_seq, extra=store_sources(args.input, args.extra)["extra"])
              and build(args.input, args.output, args.n_seq, args.vocab, args.workers, args.extra, args.test))
 
 

@@ -24,6 +24,9 @@ EXPERIMENT = Experiment(
           Arm("kowiki+reviews", kowiki=True, reviews=True)],
     variants={"lm0": ["--lm", "0"], "lm0.5": ["--lm", "0.5"]},
     first_arm_only=["lm0.5"],
+    recipe_arm="kowiki",
+    heldout_columns=[("Held-out next-token acc", "")],
+    loss_is_lm=True,
 )
 
 if __name__ == "__main__":

@@ -5,6 +5,12 @@ n_seq - 2 tokens, cut at a word start (no next sentence prediction, no second
 segment: SpanBERT trains on single segments). An article longer than that
 gives several consecutive segments.
 
+`--extra ../data/ratings_train.json` adds the NSMC train split's review text
+(task-adaptive pretraining; the dev split is left out, the test file refused), in
+front of the articles: reviews are short, so they are packed, in order, into
+instances `[CLS] r1 [SEP] r2 [SEP] ...` of at most n_seq tokens; a span never
+crosses a [SEP], so it stays inside one review. `--input none`: reviews alone.
+
 Masks are NOT stored: like BERT's, the pretraining dataset draws them anew for
 every batch (dynamic masking, see README.md), with `mask_spans` below, so the
 store holds the token ids once.
@@ -26,7 +32,8 @@ import numpy as np
 from common.cli import UserError, probability, run_main
 from common.masking import GEOMETRIC_P, MAX_SPAN_WORDS, choose_spans, word_spans, word_start_table
 from common.paths import DATA_DIR
-from common.prep import check_output, data_parser, load_store_vocab, tokenized_articles
+from common.prep import (add_review_text_args, check_output, data_parser, load_store_vocab, packed_reviews,
+                         pretraining_reviews, store_sources, tokenized_articles)
 from common.token_store import StoreWriter, TokenStore
 from common.vocab import CLS_ID, SEP_ID
 
@@ -51,19 +58,28 @@ def segments(ids: np.ndarray, max_tokens: int, word_starts: np.ndarray) -> Itera
 
 # --- the store ---------------------------------------------------------------------------
 
-def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: int, mask_prob: float = 0.15) -> dict:
+def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: int, mask_prob: float = 0.15,
+          extra: str | None = None, test_path: str = "") -> dict:
     vocab = load_store_vocab(vocab_path)
     if n_seq < 3:
         raise UserError(f"--n_seq {n_seq} is too short for [CLS] tokens [SEP]; use at least 3")
+    if input_path == "none" and not extra:
+        raise UserError("--input none leaves nothing to tokenize (pass --extra ../data/ratings_train.json, or a kowiki.json)")
+    reviews = [ids for ids in vocab.encode_batch(pretraining_reviews(extra, test_path)) if ids] if extra else []
     word_starts = word_start_table(vocab)
-    counts = {"n_articles": 0, "n_instances": 0, "n_tokens": 0}
+    counts = {"n_articles": 0, "n_instances": 0, "n_tokens": 0, "n_reviews": len(reviews), "n_review_instances": 0}
     meta = {"format": "spanbert", "n_seq": n_seq, "mask_prob": mask_prob, "geometric_p": GEOMETRIC_P,
-            "max_span_words": MAX_SPAN_WORDS, "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab)}
+            "max_span_words": MAX_SPAN_WORDS, "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab),
+            **store_sources(input_path, extra)}
     with StoreWriter(output, meta) as store:
         store.append("word_starts", word_starts.astype(np.uint8))
 
         def instances() -> Iterator[tuple[np.ndarray, dict]]:
-            for paragraphs in tokenized_articles(input_path, vocab_path, workers):
+            for ids in packed_reviews(reviews, n_seq):  # in front: a held-out tail of articles stays articles
+                counts["n_review_instances"] += 1
+                yield ids, {}
+            articles = tokenized_articles(input_path, vocab_path, workers) if input_path != "none" else []
+            for paragraphs in articles:
                 ids = np.asarray([t for p in paragraphs for t in p], dtype=np.int64)
                 if len(ids):
                     counts["n_articles"] += 1
@@ -76,8 +92,10 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
         store.meta.update(counts)
     n = counts["n_instances"]
     share = measured_mask_share(output, word_starts, mask_prob)
+    reviews_part = (f"; {counts['n_reviews']:,} reviews packed into {counts['n_review_instances']:,} of them"
+                    if extra else "")
     print(f"wrote {output}: {counts['n_articles']:,} articles, {n:,} segments of at most {n_seq} tokens "
-          f"({counts['n_tokens'] / n:.0f} on average); span masking at --mask_prob {mask_prob:g} masks "
+          f"({counts['n_tokens'] / n:.0f} on average{reviews_part}); span masking at --mask_prob {mask_prob:g} masks "
           f"{share:.1%} of the maskable tokens (measured on up to 2,000 segments)")
     return store.meta
 
@@ -101,9 +119,11 @@ def main() -> None:
     parser = data_parser(__doc__.splitlines()[0], DEFAULT_OUTPUT, n_seq=512)
     parser.add_argument("--mask_prob", type=probability, default=0.15,
                         help="share of the tokens masked (spans of whole words), drawn anew for every batch at pretraining")
+    add_review_text_args(parser)
     args = parser.parse_args()
-    run_main(lambda: check_output(args.output, args.force, args.n_seq)
-             and build(args.input, args.output, args.n_seq, args.vocab, args.workers, args.mask_prob))
+    run_main(lambda: check_output(args.output, args.force, args.n_seq, extra=store_sources(args.input, args.extra)["extra"])
+             and build(args.input, args.output, args.n_seq, args.vocab, args.workers, args.mask_prob, args.extra,
+                       args.test))
 
 
 if __name__ == "__main__":

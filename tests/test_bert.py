@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bert.data import build, corpus_pairs, split_sentences, truncate_pair
+from bert.data import NO_NSP, build, corpus_pairs, split_sentences, truncate_pair
 from common.encoder import wrap_cls_sep as wrap
 from bert.model import BertForPreTraining, BertForSequenceClassification
 from bert.pretrain import PretrainingDataset
@@ -20,6 +20,8 @@ from common.checkpoint import load_checkpoint
 from common.cli import UserError
 from common.config import ModelConfig
 from common.encoder import BertModel, MLMHead, masked_lm_loss
+from common.losses import IGNORE
+from common.prep import packed_reviews
 from common.masking import N_SPECIAL
 from common.paths import REPO_ROOT
 from common.token_store import TokenStore
@@ -213,7 +215,7 @@ def test_pretraining_loss_is_mlm_plus_nsp_and_the_head_is_tied(padded) -> None:
     types = torch.tensor([[0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 0, 0]])
     loss, m = model(ids, mask, types, mlm_positions=torch.tensor([[1, 4], [3, 0]]),
                     mlm_labels=torch.tensor([[10, 12], [21, 0]]), nsp_labels=torch.tensor([1, 0]))
-    assert set(m) == {"loss", "mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc"}
+    assert set(m) == {"loss", "mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc", "nsp_next"}
     mean = {k: float(s) / float(c) for k, (s, c) in m.items()}
     assert mean["loss"] == pytest.approx(mean["mlm_loss"] + mean["nsp_loss"], rel=1e-5)
     loss.backward()
@@ -250,3 +252,52 @@ def test_data_pretrain_train_chain(sample: dict[str, Path], tmp_path: Path) -> N
     result = (tmp_path / "results.csv").read_text().splitlines()
     test_acc = float(dict(zip(result[0].split(","), result[1].split(",")))["test_acc"])
     assert test_acc > 0.6, run.stdout[-2000:]
+
+
+# --- the NSMC review text (task-adaptive pretraining) ---------------------------------------------
+
+def test_reviews_are_packed_into_mlm_only_instances() -> None:
+    reviews = [[10, 11], [12], [13, 14, 15], list(range(20, 30))]
+    packed = [x.tolist() for x in packed_reviews(reviews, 7)]
+    assert packed == [[CLS_ID, 10, 11, SEP_ID, 12, SEP_ID],  # [13, 14, 15] would make 10 > 7 tokens
+                      [CLS_ID, 13, 14, 15, SEP_ID],
+                      [CLS_ID, 20, 21, 22, 23, 24, SEP_ID]]  # a review longer than n_seq - 2 is cut
+    assert [x.tolist() for x in packed_reviews([], 7)] == []
+
+
+def test_store_with_review_text(sample: dict[str, Path], tmp_path: Path) -> None:
+    """Reviews first (MLM-only, segment A, NO_NSP), then the articles' pairs; --input none: reviews alone."""
+    both = build(str(sample["kowiki"]), str(tmp_path / "both"), 64, str(sample["vocab"]), workers=1,
+                 extra=str(sample["train"]), test_path=str(sample["test"]))
+    store = TokenStore(tmp_path / "both")
+    n_reviews = both["n_review_instances"]
+    assert 0 < n_reviews < both["n_instances"] and both["extra"] == Path(sample["train"]).name
+    is_next, len_a, offsets = store["is_next"], store["len_a"], store["offsets"]
+    assert (is_next[:n_reviews] == NO_NSP).all() and set(is_next[n_reviews:].tolist()) <= {0, 1}
+    assert (len_a[:n_reviews] == np.diff(offsets)[:n_reviews]).all()  # one segment: all of it is A
+    alone = build("none", str(tmp_path / "alone"), 64, str(sample["vocab"]), workers=1,
+                  extra=str(sample["train"]), test_path=str(sample["test"]))
+    assert alone["n_instances"] == alone["n_review_instances"] == n_reviews and alone["n_articles"] == 0
+    # in a batch, packed reviews are segment 0 throughout and take no part in NSP
+    cfg = ModelConfig(**TINY_CONFIG).with_vocab(int(store.meta["vocab_size"]))
+    batch = PretrainingDataset(store, cfg).collate(np.arange(n_reviews - 2, n_reviews + 2))
+    assert batch["nsp_labels"][:2].tolist() == [IGNORE, IGNORE] and set(batch["nsp_labels"][2:].tolist()) <= {0, 1}
+    assert (batch["token_type_ids"][:2] == 0).all()
+    with pytest.raises(UserError, match="--input none leaves nothing"):
+        build("none", str(tmp_path / "nothing"), 64, str(sample["vocab"]), workers=1)
+
+
+def test_nsp_loss_skips_instances_without_a_pair(padded) -> None:
+    torch.manual_seed(0)
+    model = BertForPreTraining(CFG).eval()
+    ids, mask = padded([[CLS_ID, 10, SEP_ID, 11, SEP_ID], [CLS_ID, 12, SEP_ID, 13, SEP_ID], [CLS_ID, 14, SEP_ID]])
+    types = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 0, 0]])
+    positions, labels = torch.tensor([[1], [1], [1]]), torch.tensor([[10], [12], [14]])
+    _, m = model(ids, mask, types, positions, labels, nsp_labels=torch.tensor([1, IGNORE, 0]))
+    pooled = model.trunk(ids, mask, types)[1]
+    expected = F.cross_entropy(model.nsp_head(pooled)[[0, 2]], torch.tensor([1, 0]), reduction="sum")
+    assert float(m["nsp_loss"][0]) == pytest.approx(float(expected.detach()), rel=1e-5) and int(m["nsp_loss"][1]) == 2
+    assert (int(m["nsp_next"][0]), int(m["nsp_next"][1])) == (1, 2)  # a constant guess scores max(0.5, 0.5)
+    # no pair at all: NSP adds nothing to the loss, which stays the MLM loss
+    loss, m = model(ids, mask, types, positions, labels, nsp_labels=torch.full((3,), IGNORE))
+    assert int(m["nsp_loss"][1]) == 0 and float(loss) == pytest.approx(float(m["mlm_loss"][0]) / 3, rel=1e-5)

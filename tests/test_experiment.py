@@ -4,11 +4,13 @@ README section and the plot; a second run skips everything already logged."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from common.experiment_plan import item_name
+from common.paths import REPO_ROOT
 from common.results import read_csv, write_csv
 
 README = "# GPT\n\nbefore\n<!-- experiment:begin -->\nold\n<!-- experiment:end -->\nafter\n"
@@ -58,6 +60,7 @@ def test_experiment_end_to_end(tmp_path: Path, sample_corpus, sample_vocab, writ
     # pretrains that arm again with the same budget, and nothing else runs
     for weights in (tmp_path / "experiment").glob("save_pretrain_kowiki.pth*"):
         weights.unlink()
+    (tmp_path / "experiment" / "save_pretrain_kowiki.steps.csv").unlink()  # as an arm logged before step logs
     results = tmp_path / "experiment" / "results.csv"
     write_csv(results, [r for r in read_csv(results) if r["item"] != "kowiki-lm0-n60-s2"])
     fresh = run_script("experiment.py", *args, timeout=300)
@@ -72,3 +75,54 @@ def test_item_names() -> None:
     assert item_name("scratch", "lm0", 1000, 2) == "scratch-lm0-n1k-s2"
     assert item_name("tfidf", "", 0, 1) == "tfidf-nall-s1"
     assert item_name("kowiki", "lm0", 1500, None) == "kowiki-lm0-n1500-s"
+
+
+@pytest.mark.parametrize("model", ["bert", "spanbert"])
+def test_encoder_experiment_runs_every_arm(model: str, tmp_path: Path, sample_corpus, sample_vocab,
+                                           write_config, run_script) -> None:
+    """The same harness for the encoders: their arms' stores (reviews packed in front), the curve, the
+    report with the encoder's held-out columns (BERT: NSP beside its constant guess; none without pairs)."""
+    pytest.importorskip("sklearn")
+    readme = tmp_path / "README.md"
+    readme.write_text(README, encoding="utf-8")
+    config = write_config(tmp_path / "tiny.json", n_segment=2)
+    args = ["--out", tmp_path / "experiment", "--stores", tmp_path, "--kowiki", sample_corpus["kowiki"],
+            "--train", sample_corpus["train"], "--test", sample_corpus["test"], "--vocab", sample_vocab,
+            "--config", config, "--readme", readme, "--pretrain_steps", "2", "--pretrain_batch", "4",
+            "--n_seq", "32", "--pretrain_warmup", "1", "--sizes", "60", "--seeds", "1", "--seeded_up_to", "60",
+            "--train_batch", "16", "--no-compile"]
+    done = run_script("experiment.py", *args, cwd=REPO_ROOT / model, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["item"] for r in read_csv(tmp_path / "experiment" / "results.csv")}
+    plain = "" if model == "bert" else "cls"
+    arms = ["scratch", "reviews", "kowiki", "kowiki+reviews"]
+    expected = {item_name(a, plain, 60, 1) for a in arms} | {item_name("tfidf", "", 60, 1)}
+    if model == "spanbert":  # the pooling variants, from the first pretraining
+        expected |= {item_name("reviews", v, 60, 1) for v in ("mean", "max")}
+    assert rows == expected
+    meta = json.loads((tmp_path / f"reviews_{model}32" / "meta.json").read_text())
+    assert meta["n_articles"] == 0 and meta["n_instances"] == meta["n_review_instances"] > 0
+    text = readme.read_text(encoding="utf-8")
+    assert "Held-out MLM acc" in text and "What helps at a tiny budget" not in text
+    if model == "bert":
+        table = text[text.index("| Pretraining | Store tokens"):].split("\n\n")[0]
+        reviews_row = next(line for line in table.splitlines() if line.startswith("| reviews |"))
+        kowiki_row = next(line for line in table.splitlines() if line.startswith("| kowiki |"))
+        assert "| none |" in reviews_row and re.search(r"\| 0\.\d{3} \(0\.\d{3}\) \|", kowiki_row)
+
+
+def test_only_recipe_runs_the_recipe_rows_alone(tmp_path: Path, sample_corpus, sample_vocab, write_config,
+                                                run_script) -> None:
+    config = write_config(tmp_path / "tiny.json", n_seq=64)
+    args = ["--out", tmp_path / "experiment", "--stores", tmp_path, "--kowiki", sample_corpus["kowiki"],
+            "--train", sample_corpus["train"], "--test", sample_corpus["test"], "--vocab", sample_vocab,
+            "--config", config, "--readme", tmp_path / "README.md", "--pretrain_steps", "3", "--pretrain_batch", "4",
+            "--n_seq", "32", "--pretrain_warmup", "1", "--recipe_tokens", "256", "--no-compile", "--only", "recipe"]
+    (tmp_path / "README.md").write_text(README, encoding="utf-8")
+    done = run_script("experiment.py", *args, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tmp_path / "experiment" / "recipe").glob("*.log.json"))) == 7
+    assert "python train.py" not in done.stdout and not (tmp_path / "experiment" / "results.csv").exists()
+    assert not list(tmp_path.glob("reviews_*"))  # no arm but the recipe's was built
+    refused = run_script("experiment.py", "--only", "recipe", cwd=REPO_ROOT / "bert")
+    assert refused.returncode == 2 and "declares no recipe table" in refused.stderr

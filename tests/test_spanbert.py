@@ -308,3 +308,26 @@ def test_pretrain_then_train_on_the_sample_beats_chance(tmp_path: Path, sample_v
 
     out = run("predict.py", "--model", str(tmp_path / "best.pth"), "--vocab", str(sample_vocab), "정말 재밌어요", "지루하고 별로")
     assert len(out.splitlines()) == 2 and all(line.split("\t")[0] in ("0", "1") for line in out.splitlines())
+
+
+def test_review_text_is_packed_in_front_and_spans_stay_inside_one_review(tmp_path: Path, sample_corpus,
+                                                                         sample_vocab) -> None:
+    from spanbert.data import build
+
+    meta = build(str(sample_corpus["kowiki"]), str(tmp_path / "store"), 64, str(sample_vocab), workers=1,
+                 extra=str(sample_corpus["train"]), test_path=str(sample_corpus["test"]))
+    n_reviews = meta["n_review_instances"]
+    assert 0 < n_reviews < meta["n_instances"] and meta["n_articles"] > 0
+    store = TokenStore(tmp_path / "store")
+    cfg = ModelConfig(**{**CFG.to_dict(), "n_seq": 64, "n_vocab": int(meta["vocab_size"])})
+    data = PretrainingDataset(store, cfg)
+    first = data.instance(0)
+    assert first[0] == CLS_ID and first[-1] == SEP_ID and (first == SEP_ID).sum() > 1  # several reviews
+    torch.manual_seed(0)
+    batch = data.collate(np.arange(n_reviews))
+    for i in range(n_reviews):  # no masked span holds a [SEP]: each stays inside one review
+        keep = batch["mlm_labels"][i] != PAD_ID
+        assert (batch["mlm_labels"][i][keep] != SEP_ID).all()
+        left, right = batch["span_left"][i][keep], batch["span_right"][i][keep]
+        sep = torch.from_numpy(data.instance(i) == SEP_ID).nonzero().flatten()
+        assert not ((sep[None, :] > left[:, None]) & (sep[None, :] < right[:, None])).any()

@@ -1,0 +1,30 @@
+"""What pretraining buys BERT on NSMC: the experiment behind README.md's results.
+
+Three pretrainings at one token budget (MLM + NSP), each a token store of data.py:
+- reviews: the NSMC train split's review text alone (task-adaptive pretraining,
+  Gururangan et al. 2020; the dev split is left out, the test file refused):
+  reviews are packed into MLM-only instances, so this arm has no NSP;
+- kowiki: the Wikipedia slice alone, BERT's own kind of text (sentence pairs, NSP);
+- kowiki+reviews: the Wikipedia pairs with the packed reviews in front.
+Then train.py from scratch and from each, along the label curve. See
+common/experiment_plan.py.
+
+    python experiment.py            # everything, resumable (--sizes 1000 5000 0 and fewer arms shorten it)
+    python experiment.py --only report
+"""
+from pathlib import Path
+
+from common.experiment import experiment_main
+from common.experiment_plan import Arm, Experiment
+
+EXPERIMENT = Experiment(
+    folder=Path(__file__).resolve().parent,
+    arms=[Arm("reviews", kowiki=False, reviews=True),
+          Arm("kowiki", kowiki=True, reviews=False),
+          Arm("kowiki+reviews", kowiki=True, reviews=True)],
+    variants={"": []},
+    heldout_columns=[("Held-out MLM acc", "mlm"), ("Held-out NSP acc (constant guess)", "nsp")],
+)
+
+if __name__ == "__main__":
+    experiment_main(EXPERIMENT)
