@@ -15,13 +15,10 @@ common/experiment_plan.py.
 from pathlib import Path
 
 from common.experiment import experiment_main
-from common.experiment_plan import Arm, Experiment
+from common.experiment_plan import Experiment
 
 EXPERIMENT = Experiment(
     folder=Path(__file__).resolve().parent,
-    arms=[Arm("reviews", kowiki=False, reviews=True),
-          Arm("kowiki", kowiki=True, reviews=False),
-          Arm("kowiki+reviews", kowiki=True, reviews=True)],
     variants={"": []},
     heldout_columns=[("Held-out MLM acc", "mlm"), ("Held-out NSP acc (constant guess)", "nsp")],
 )

@@ -25,8 +25,13 @@ class Arm:
 @dataclass
 class Experiment:
     folder: Path  # the model folder (data.py, pretrain.py, train.py live there)
-    arms: list[Arm]  # in priority order: the first is run against scratch first
     variants: dict[str, list[str]]  # fine-tuning variant -> train.py options; the first is the plain one
+    # the pretrainings, in priority order (the first is run against scratch first): by default the task's own
+    # text (task-adaptive pretraining, Gururangan et al. 2020), the Wikipedia slice (the papers' kind of text),
+    # and the two together (the review text in front of the articles)
+    arms: list[Arm] = field(default_factory=lambda: [Arm("reviews", kowiki=False, reviews=True),
+                                                     Arm("kowiki", kowiki=True, reviews=False),
+                                                     Arm("kowiki+reviews", kowiki=True, reviews=True)])
     # variants run only with the first arm (e.g. GPT's auxiliary LM loss), besides the plain one
     first_arm_only: list[str] = field(default_factory=list)
     recipe_arm: str | None = None  # the arm whose store the tiny-budget recipe table pretrains on (None: no table)

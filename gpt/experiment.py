@@ -15,13 +15,10 @@ auxiliary LM loss (--lm 0.5) from the first. See common/experiment_plan.py.
 from pathlib import Path
 
 from common.experiment import experiment_main
-from common.experiment_plan import Arm, Experiment
+from common.experiment_plan import Experiment
 
 EXPERIMENT = Experiment(
     folder=Path(__file__).resolve().parent,
-    arms=[Arm("reviews", kowiki=False, reviews=True),
-          Arm("kowiki", kowiki=True, reviews=False),
-          Arm("kowiki+reviews", kowiki=True, reviews=True)],
     variants={"lm0": ["--lm", "0"], "lm0.5": ["--lm", "0.5"]},
     first_arm_only=["lm0.5"],
     recipe_arm="kowiki",

@@ -16,13 +16,10 @@ the hidden states (--logit). See common/experiment_plan.py.
 from pathlib import Path
 
 from common.experiment import experiment_main
-from common.experiment_plan import Arm, Experiment
+from common.experiment_plan import Experiment
 
 EXPERIMENT = Experiment(
     folder=Path(__file__).resolve().parent,
-    arms=[Arm("reviews", kowiki=False, reviews=True),
-          Arm("kowiki", kowiki=True, reviews=False),
-          Arm("kowiki+reviews", kowiki=True, reviews=True)],
     variants={"cls": ["--logit", "cls"], "mean": ["--logit", "mean"], "max": ["--logit", "max"]},
     first_arm_only=["mean", "max"],
     heldout_columns=[("Held-out MLM acc", "mlm"), ("Held-out SBO acc", "sbo")],
