@@ -53,10 +53,6 @@ class Progress:
     step_in_epoch: int = 0  # batches of the current epoch already done
     global_step: int = 0
     tokens_seen: int = 0  # real (non-[PAD]) tokens trained on, all ranks, up to the last step-log point
-    # the current epoch's training seconds and this rank's real tokens so far, checkpointed, so that a resumed
-    # epoch reports the time and tokens/s of the whole epoch, not only of its part after the resume
-    epoch_time_s: float = 0.0
-    epoch_tokens: int = 0
 
 
 @dataclass
@@ -115,6 +111,9 @@ class Trainer:
         self.epoch_totals: dict[str, list[float]] = {}  # this rank's (sum, count) metrics of the current epoch
         self._checked_gradients = False
         self.saved_step: int | None = None  # the step of the checkpoint on disk, once there is one
+        # this epoch's seconds and rank's real tokens so far, kept apart from the deterministic progress and
+        # checkpointed: a resumed epoch reports its whole time and tokens/s
+        self.epoch_clock = {"time_s": 0.0, "tokens": 0}
 
     # --- checkpoints -------------------------------------------------------
     def state_dict(self, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -130,6 +129,7 @@ class Trainer:
             "ranks": ranks,
             "history": self.history,
             "step_log": self.step_log,
+            "epoch_clock": dict(self.epoch_clock),
         }
 
     def _rank_state(self) -> dict[str, Any]:
@@ -169,6 +169,7 @@ class Trainer:
         self.saved_step = self.progress.global_step
         self.history = list(state.get("history", []))
         self.step_log = list(state.get("step_log", []))
+        self.epoch_clock = dict(state.get("epoch_clock", {"time_s": 0.0, "tokens": 0}))
         self.epoch_totals, self.window = restore_rank_state(state, self.checkpoint_path, self.runtime,
                                                             self.settings.seed)
         return True
@@ -201,14 +202,14 @@ class Trainer:
                 steps_this_epoch = min(len(plan), p.step_in_epoch + self.total_steps - p.global_step)
                 bar = tqdm(total=steps_this_epoch, initial=p.step_in_epoch, desc=f"{self.desc} {p.epoch + 1}/{s.epochs}",
                            disable=not rt.is_main, dynamic_ncols=True, mininterval=1.0)
-                t0, tokens, loss_ema = time.perf_counter() - p.epoch_time_s, p.epoch_tokens, None
+                t0, tokens, loss_ema = time.perf_counter() - self.epoch_clock["time_s"], self.epoch_clock["tokens"], None
                 with bar:  # closed on any exit, so an error message starts on a line of its own
                     while p.step_in_epoch < len(plan) and not self._done():
                         loss, n_tokens = self._step(model, plan[p.step_in_epoch], totals)
                         p.step_in_epoch += 1
                         p.global_step += 1
                         tokens += n_tokens
-                        p.epoch_time_s, p.epoch_tokens = time.perf_counter() - t0, tokens
+                        self.epoch_clock = {"time_s": time.perf_counter() - t0, "tokens": tokens}
                         loss_ema = loss if loss_ema is None else 0.98 * loss_ema + 0.02 * loss
                         tokens_per_s = tokens * rt.world_size / (time.perf_counter() - t0)
                         bar.update(1)
@@ -234,7 +235,8 @@ class Trainer:
                 if self.tracker is not None:
                     self.tracker.log({f"epoch/{k}": v for k, v in row.items() if k not in ("epoch", "step")}, p.global_step)
                 if epoch_finished:
-                    p.epoch, p.step_in_epoch, p.epoch_time_s, p.epoch_tokens = p.epoch + 1, 0, 0.0, 0
+                    p.epoch, p.step_in_epoch = p.epoch + 1, 0
+                    self.epoch_clock = {"time_s": 0.0, "tokens": 0}
                     self.epoch_totals = {}
                 self.save()
                 if not self._done() and p.epoch < s.epochs:  # a signal during evaluation: stop before the next epoch

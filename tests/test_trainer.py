@@ -72,16 +72,16 @@ def test_resume_after_interruption_gives_identical_weights(store: TokenStore, tm
     first.model.register_forward_pre_hook(interrupting_step)
     with pytest.raises(UserError, match="resume"):
         first.fit()
-    progress = load_checkpoint(tmp_path / "run.pth")["progress"]
-    assert progress["global_step"] == 7
+    interrupted = load_checkpoint(tmp_path / "run.pth")
+    assert interrupted["progress"]["global_step"] == 7
     # epoch 2's steps 6 and 7 so far (8 windows of 16 real tokens each): a resumed epoch reports its whole time
-    assert progress["epoch_tokens"] == 2 * 8 * 16 and progress["epoch_time_s"] > 0
+    assert interrupted["epoch_clock"]["tokens"] == 2 * 8 * 16 and interrupted["epoch_clock"]["time_s"] > 0
 
     torch.manual_seed(999)  # a fresh process: different RNG, different init; resume must restore both
     second = make_trainer(store, tmp_path / "run.pth")
     assert second.resume()
     second.fit()
-    assert (second.progress.epoch_tokens, second.progress.epoch_time_s) == (0, 0.0)  # reset at each epoch's end
+    assert second.epoch_clock == {"time_s": 0.0, "tokens": 0}  # reset at each epoch's end
     for name, value in expected.items():
         torch.testing.assert_close(second.model.state_dict()[name], value, atol=0, rtol=0, msg=name)
 
