@@ -40,7 +40,7 @@ from common.cli import UserError, positive_int, probability, run_main
 from common.masking import word_start_table
 from common.paths import DATA_DIR
 from common.prep import (add_review_text_args, check_output, data_parser, load_store_vocab, packed_reviews,
-                         pretraining_reviews, store_sources, tokenized_articles)
+                         pretraining_review_ids, store_sources, tokenized_articles)
 from common.token_store import StoreWriter
 from common.vocab import CLS_ID, SEP_ID, Vocab
 
@@ -149,9 +149,7 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
     vocab = load_store_vocab(vocab_path)
     if n_seq < 5:
         raise UserError(f"--n_seq {n_seq} is too short for [CLS] A [SEP] B [SEP]; use at least 5")
-    if input_path == "none" and not extra:
-        raise UserError("--input none leaves nothing to tokenize (pass --extra ../data/ratings_train.json, or a kowiki.json)")
-    reviews = [ids for ids in vocab.encode_batch(pretraining_reviews(extra, test_path)) if ids] if extra else []
+    reviews = pretraining_review_ids(vocab, input_path, extra, test_path)
     word_starts = word_start_table(vocab)
     sentence_end = sentence_end_table(vocab)
     rng = np.random.default_rng(seed)

@@ -88,6 +88,14 @@ def pretraining_reviews(path: str | os.PathLike, test_path: str | os.PathLike) -
     return [rows[i]["document"] for i in pool]
 
 
+def pretraining_review_ids(vocab: Vocab, input_path: str, extra: str | None, test_path: str) -> list[list[int]]:
+    """The token ids of the --extra reviews (`pretraining_reviews`; empty ones dropped), none without --extra;
+    --input none with no --extra leaves nothing to build a store from."""
+    if input_path == "none" and not extra:
+        raise UserError("--input none leaves nothing to tokenize (pass --extra ../data/ratings_train.json, or a kowiki.json)")
+    return [ids for ids in vocab.encode_batch(pretraining_reviews(extra, test_path)) if ids] if extra else []
+
+
 def packed_reviews(reviews: Iterable[list[int]], n_seq: int) -> Iterator[np.ndarray]:
     """Reviews in order as `[CLS] r1 [SEP] r2 [SEP] ...` instances of at most n_seq tokens (a review longer
     than n_seq - 2 is cut); an instance is closed when the next review would not fit. The encoders'

@@ -16,7 +16,7 @@ import numpy as np
 
 from common.cli import UserError, run_main
 from common.paths import DATA_DIR
-from common.prep import (add_review_text_args, check_output, data_parser, load_store_vocab, pretraining_reviews,
+from common.prep import (add_review_text_args, check_output, data_parser, load_store_vocab, pretraining_review_ids,
                          store_sources, tokenized_articles)
 from common.token_store import StoreWriter
 from common.vocab import BOS_ID, EOS_ID
@@ -27,19 +27,16 @@ DEFAULT_OUTPUT = DATA_DIR / "kowiki_gpt"
 def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: int,
           extra: str | None = None, test_path: str = "") -> dict:
     vocab = load_store_vocab(vocab_path)
-    if input_path == "none" and not extra:
-        raise UserError("--input none leaves nothing to tokenize (pass --extra ../data/ratings_train.json, or a kowiki.json)")
-    reviews = pretraining_reviews(extra, test_path) if extra else []
+    reviews = pretraining_review_ids(vocab, input_path, extra, test_path)
     n_articles = n_tokens = 0
     with StoreWriter(output, {"format": "gpt", "n_seq": n_seq, "vocab_fingerprint": vocab.fingerprint,
                               "vocab_size": len(vocab), **store_sources(input_path, extra)}) as store:
         buffer: list[np.ndarray] = []
         n_reviews = 0
-        for ids in vocab.encode_batch(reviews):
-            if ids:
-                buffer.append(np.asarray([BOS_ID, *ids, EOS_ID], dtype=np.uint16))
-                n_reviews += 1
-                n_tokens += len(ids) + 2
+        for ids in reviews:
+            buffer.append(np.asarray([BOS_ID, *ids, EOS_ID], dtype=np.uint16))
+            n_reviews += 1
+            n_tokens += len(ids) + 2
         n_review_tokens = n_tokens
         articles = tokenized_articles(input_path, vocab_path, workers) if input_path != "none" else []
         for paragraphs in articles:

@@ -33,7 +33,7 @@ from common.cli import UserError, probability, run_main
 from common.masking import GEOMETRIC_P, MAX_SPAN_WORDS, choose_spans, word_spans, word_start_table
 from common.paths import DATA_DIR
 from common.prep import (add_review_text_args, check_output, data_parser, load_store_vocab, packed_reviews,
-                         pretraining_reviews, store_sources, tokenized_articles)
+                         pretraining_review_ids, store_sources, tokenized_articles)
 from common.token_store import StoreWriter, TokenStore
 from common.vocab import CLS_ID, SEP_ID
 
@@ -63,9 +63,7 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
     vocab = load_store_vocab(vocab_path)
     if n_seq < 3:
         raise UserError(f"--n_seq {n_seq} is too short for [CLS] tokens [SEP]; use at least 3")
-    if input_path == "none" and not extra:
-        raise UserError("--input none leaves nothing to tokenize (pass --extra ../data/ratings_train.json, or a kowiki.json)")
-    reviews = [ids for ids in vocab.encode_batch(pretraining_reviews(extra, test_path)) if ids] if extra else []
+    reviews = pretraining_review_ids(vocab, input_path, extra, test_path)
     word_starts = word_start_table(vocab)
     counts = {"n_articles": 0, "n_instances": 0, "n_tokens": 0, "n_reviews": len(reviews), "n_review_instances": 0}
     meta = {"format": "spanbert", "n_seq": n_seq, "mask_prob": mask_prob, "geometric_p": GEOMETRIC_P,
