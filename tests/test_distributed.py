@@ -176,6 +176,20 @@ def test_unused_parameter_is_named(tmp_path: Path, gpt_store: Path, capsys) -> N
     assert "unused.weight, unused.bias" in err and "torchrun" in err
 
 
+def test_run_main_closes_the_process_group_when_main_ends(tmp_path: Path) -> None:
+    """A rank leaves the group (a barrier, then destroy) before interpreter teardown, not in it."""
+    import torch.distributed as dist
+    from common.cli import run_main
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        run_main(lambda: None)
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below `pid` (children, their children, ...)."""
     found, todo = [], [pid]
