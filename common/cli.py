@@ -120,9 +120,9 @@ def run_main(main: Callable[[], object]) -> None:
     """Run a script's main(); user errors become one line and exit code 2."""
     try:
         main()
-        leave_process_group()
+        _leave_process_group()
     except Stopped as e:
-        leave_process_group()
+        _leave_process_group()
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops alike: say it once
             print(f"stopped: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
@@ -141,16 +141,12 @@ def run_main(main: Callable[[], object]) -> None:
         sys.exit(130)
 
 
-def leave_process_group() -> None:
-    """Under torchrun, after a rank's main() ended as every rank's does (done, or stopped at the same step):
-    wait for the others, then close the process group while the interpreter is whole. A rank that closed
-    gloo while a peer still talked to it, or left it to interpreter teardown, could abort at exit
-    ("terminate called without an active exception"). A rank ending on an error skips this: its peers
-    may never get here, and common.device's atexit handler closes the group without waiting."""
-    dist = sys.modules.get("torch.distributed")  # only a script that started torch.distributed has a group
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+def _leave_process_group() -> None:
+    """common.device.leave_process_group, when this script set up a process group (only common.device
+    does); imported here, not at the top, because common.device imports this module."""
+    device = sys.modules.get("common.device")
+    if device is not None:
+        device.leave_process_group()
 
 
 class StopFlag:

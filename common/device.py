@@ -113,7 +113,7 @@ def setup_runtime(gpu: int | None) -> Runtime:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, **_attempt_store(rank, world_size))
-        atexit.register(_leave_process_group)
+        atexit.register(leave_process_group, wait=False)  # a rank ending on an error: close without waiting
     return Runtime(device, rank, local_rank, world_size)
 
 
@@ -132,8 +132,17 @@ def _attempt_store(rank: int, world_size: int) -> dict:
     return {"store": dist.PrefixStore(f"attempt_{attempt}", store), "rank": rank, "world_size": world_size}
 
 
-def _leave_process_group() -> None:
-    if dist.is_initialized():
+def leave_process_group(wait: bool = True) -> None:
+    """Close this process's group, if it has one, while the interpreter is whole.
+
+    wait: first wait for every peer (a barrier). common.cli.run_main does so after a rank's main()
+    ended as every rank's does (done, or stopped at the same step): a rank that closed gloo while a
+    peer still talked to it, or left it to interpreter teardown, could abort at exit ("terminate
+    called without an active exception"). The atexit handler passes wait=False: a rank ending on an
+    error has peers that may never reach a barrier."""
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
