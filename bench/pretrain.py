@@ -2,19 +2,23 @@
 heads; and case 5 (CUDA only), the same step of the full-size config.json models in bf16, with its MFU."""
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from bench import hf
 from bench.context import Contender, Context, hf_loss, ours_loss
 from bench.timing import Measurement, interleaved, span_boundary_flops, time_once, trunk_flops, vocab_head_flops
 from common.config import ModelConfig
 from common.evaluation import to_device
+from common.layers import LMHead
+from common.losses import Metrics, _loss_and_accuracy
 from common.token_store import TokenStore
 from common.vocab import PAD_ID
 
@@ -28,6 +32,7 @@ class PretrainResult:
     collate_ms: float  # our dataset's collate, per batch (not in the step times)
     ours: Measurement
     hf: Measurement
+    full_logits: Measurement | None = None  # ours with the vocab heads' loss on full logits (before the chunked one)
 
 
 def pretraining_batches(ctx: Context, name: str, cfg: ModelConfig, n: int) -> tuple[list[dict[str, Tensor]], float]:
@@ -64,6 +69,23 @@ def real_tokens(batch: dict[str, Tensor]) -> int:
     return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
 
 
+def full_logits_loss(head: LMHead, hidden: Tensor, targets: Tensor, name: str = "") -> tuple[Tensor, Metrics]:
+    """`LMHead.loss` as it was before `linear_cross_entropy`: the (N, n_vocab) logits of the scored rows,
+    then F.cross_entropy (autograd keeps the logits, their log-softmax and its gradient)."""
+    logits = LMHead.forward(head, hidden).float()  # LMHead's projection (SpanBoundaryHead.forward takes spans)
+    loss_sum = F.cross_entropy(logits, targets, reduction="sum")
+    correct = (logits.argmax(-1) == targets).sum()
+    return loss_sum / max(targets.numel(), 1), _loss_and_accuracy(loss_sum, correct, targets.numel(), name)
+
+
+def with_full_logits_loss(model: nn.Module) -> nn.Module:
+    """The model with every vocab head (MLM, SBO, GPT's LM head) scoring through `full_logits_loss`."""
+    for module in model.modules():
+        if isinstance(module, LMHead):
+            module.loss = functools.partial(full_logits_loss, module)
+    return model
+
+
 def pretrain_case(ctx: Context, name: str, config_file: str = "config_half.json",
                   profile: bool = False) -> PretrainResult:
     s, rt = ctx.settings, ctx.runtime
@@ -73,17 +95,20 @@ def pretrain_case(ctx: Context, name: str, config_file: str = "config_half.json"
     hf_batches = [hf.pretraining_batch(name, b) for b in batches]
     torch.manual_seed(s.seed)
     ours = Contender(spec.build_model(cfg), ours_loss, rt, spec.default_lr)
+    torch.manual_seed(s.seed)  # the same initial weights
+    full = Contender(with_full_logits_loss(spec.build_model(cfg)), ours_loss, rt, spec.default_lr)
     hf_model, attn = hf.pretraining_model(name, cfg)
     theirs = Contender(hf_model, hf_loss, rt, spec.default_lr)
     on_device = [to_device(b, ctx.device) for b in batches]
     hf_on_device = [to_device(b, ctx.device) for b in hf_batches]
-    ours.step(on_device[0]), theirs.step(hf_on_device[0])  # warm-up (one whole batch is plenty)
+    ours.step(on_device[0]), full.step(on_device[0]), theirs.step(hf_on_device[0])  # warm-up (one whole batch is plenty)
     if profile:
         print_profile(ctx, f"{name} pretraining step (ours, {config_file})", lambda: ours.step(on_device[0]))
     B, T = batches[0]["input_ids"].shape
     ctx.log(f"  {name} ({config_file}): batches of {B} x {T}; HF {type(hf_model).__name__} ({attn}); "
             f"collate {collate_ms:.0f} ms/batch")
     times = interleaved({"ours": lambda r: ours.step(on_device[r + 1]),
+                         "full logits": lambda r: full.step(on_device[r + 1]),
                          "hf": lambda r: theirs.step(hf_on_device[r + 1])}, s.reps, ctx.device, ctx.log)
     timed = batches[1:]
     return PretrainResult(
@@ -92,6 +117,8 @@ def pretrain_case(ctx: Context, name: str, config_file: str = "config_half.json"
                          [pretraining_flops(name, cfg, b, False) for b in timed]),
         hf=Measurement(f"HF {type(hf_model).__name__}", times["hf"], [real_tokens(b) for b in timed],
                        [pretraining_flops(name, cfg, b, True) for b in timed]),
+        full_logits=Measurement("ours, full-logit loss", times["full logits"], [real_tokens(b) for b in timed],
+                                [pretraining_flops(name, cfg, b, False) for b in timed]),
     )
 
 

@@ -135,11 +135,13 @@ def finetune_section(r: Results) -> list[str]:
 def pretrain_table(results: list[PretrainResult], peak: float, mfu: bool = False) -> list[str]:
     rows = []
     for p in results:
-        for m, attn, ratio in ((p.ours, "SDPA", fmt_ratio(p.ours, p.hf)), (p.hf, p.attn, "1.00x")):
+        contenders = [(p.ours, "SDPA"), (p.full_logits, "SDPA"), (p.hf, p.attn)]
+        for m, attn in [(m, attn) for m, attn in contenders if m is not None]:
             g, frac = fmt_peak(m, peak)
-            rows.append([p.model, m.name, attn, fmt_rate(m.rate), ratio, g, frac,
+            rows.append([p.model, m.name, attn, fmt_rate(m.rate), fmt_ratio(m, p.hf),
+                         fmt_ratio(p.ours, m) if m is p.full_logits else "-", g, frac,
                          f"{p.collate_ms:.0f}" if m is p.ours else "-"])
-    return table(["model", "implementation", "attention", "tokens/s", "vs HF", "GFLOP/s",
+    return table(["model", "implementation", "attention", "tokens/s", "vs HF", "chunked loss vs this", "GFLOP/s",
                   "MFU" if mfu else "% of matmul rate", "collate ms/batch"], rows)
 
 
@@ -153,7 +155,11 @@ def pretrain_section(r: Results) -> list[str]:
              f" per {s.pretrain_len}-token window, ours {s.pretrain_len});"
              " BertForPreTraining with MLM labels + next_sentence_label; for SpanBERT, BertForMaskedLM, the nearest"
              " Hugging Face head (no SBO head exists there, so it does less head work than ours but scores every"
-             " position). Collating is timed apart (the last column) and not in the step."]
+             " position). Collating is timed apart (the last column) and not in the step. The middle row is our"
+             " model with the vocab heads' loss as it was before `common.losses.linear_cross_entropy`: the logits of"
+             " the scored rows (the masked positions for BERT and SpanBERT, every position for GPT) made in full,"
+             " then F.cross_entropy (`bench.pretrain.full_logits_loss`); \"chunked loss vs this\" is our step's"
+             " speed over it. Its GFLOP/s counts the same FLOPs as ours."]
     if (missing := not_run(r, "2")) is not None:
         return lines + [""] + missing
     return lines + [""] + pretrain_table(r.pretrain, r.peak_gflops)

@@ -67,12 +67,14 @@ def test_report_has_every_section(quick_report: str) -> None:
 def test_report_has_numbers_for_every_case(quick_report: str) -> None:
     models = {"gpt", "bert", "spanbert"}
     for heading, column, rows_per_model in (("### 1a.", "real tokens/s", 2), ("### 1b.", "real tokens/s", 3),
-                                            ("## 2. Pretraining step", "tokens/s", 2),
+                                            ("## 2. Pretraining step", "tokens/s", 3),
                                             ("## 3. data.py", "MB/s", 2)):
         rows = table_under(quick_report, heading)
         assert {r["model"] for r in rows} == models, heading
         assert len(rows) == rows_per_model * len(models), heading
         assert all(number(r[column]) > 0 for r in rows), (heading, rows)
+    full = [r for r in table_under(quick_report, "## 2. Pretraining step") if r["implementation"] == "ours, full-logit loss"]
+    assert len(full) == len(models) and all(number(r["chunked loss vs this"]) > 0 for r in full)
     for r in table_under(quick_report, "## 3. data.py"):
         assert number(r["data.py peak RSS MB"]) > 0 and number(r["loader peak anonymous RSS MB"]) > 0
     generation = table_under(quick_report, "## 4. Generation")
@@ -88,3 +90,44 @@ def test_report_has_numbers_for_every_case(quick_report: str) -> None:
     for t in targets:
         assert t["result"] in ("PASS", "**MISS**"), t
         number(t["measured"].split()[0])  # a number, e.g. "1.23x", "55%", "+0.1 MB"
+
+
+def test_full_logits_baseline_computes_the_chunked_loss() -> None:
+    """Case 2's "before" contender differs from ours in how the loss is computed, not in what it is:
+    the same loss, accuracy and gradients on a BERT MLM batch and on SpanBERT's SBO head."""
+    import dataclasses
+
+    import torch
+
+    from bench.pretrain import with_full_logits_loss
+    from common.config import load_config
+    from spanbert.pretrain import SPEC
+
+    cfg = dataclasses.replace(load_config(REPO_ROOT / "spanbert" / "config_half.json").with_vocab(97), n_layer=1)
+    torch.manual_seed(0)
+    chunked = SPEC.build_model(cfg)
+    full = with_full_logits_loss(SPEC.build_model(cfg))
+    full.load_state_dict(chunked.state_dict())
+    from common.layers import LMHead
+    heads = [m for m in full.modules() if isinstance(m, LMHead)]
+    assert len(heads) == 2 and all("loss" in vars(m) for m in heads)  # both heads take the full-logit path
+    B, T, M = 2, 12, 3
+    batch = {"input_ids": torch.randint(5, 97, (B, T)), "attention_mask": torch.ones(B, T, dtype=torch.long),
+             "mlm_positions": torch.tensor([[2, 3, 4], [7, 8, 0]]),
+             "mlm_labels": torch.tensor([[10, 11, 12], [13, 14, 0]]),
+             "span_left": torch.tensor([[1, 1, 1], [6, 6, 0]]), "span_right": torch.tensor([[5, 5, 5], [9, 9, 0]]),
+             "span_offset": torch.tensor([[0, 1, 2], [0, 1, 0]])}
+    outputs = []
+    for model in (chunked, full):
+        model.eval()
+        loss, metrics = model(**batch)[:2]
+        loss.backward()
+        outputs.append((loss, metrics, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_a, metrics_a, grads_a), (loss_b, metrics_b, grads_b) = outputs
+    torch.testing.assert_close(loss_a, loss_b)
+    assert set(metrics_a) == set(metrics_b) and {"mlm_loss", "sbo_loss"} <= set(metrics_a)
+    for name in metrics_a:
+        torch.testing.assert_close(torch.as_tensor(metrics_a[name][0]).float(), torch.as_tensor(metrics_b[name][0]).float())
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6)
