@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from common.config import ModelConfig
-from common.encoder_data import MaskedSegmentDataset, pack
+from common.encoder_data import MaskedSegmentDataset, init_vocab_heads, pack
 from common.losses import IGNORE
 from common.masking import mask_whole_words
 from common.pretrain import PretrainSpec, pretrain_main
@@ -46,7 +46,7 @@ class PretrainingDataset(MaskedSegmentDataset):
 
 SPEC = PretrainSpec(
     name="bert", folder=Path(__file__).resolve().parent, default_input=DEFAULT_OUTPUT,
-    build_model=BertForPreTraining, open_dataset=PretrainingDataset,
+    build_model=BertForPreTraining, open_dataset=PretrainingDataset, init_from_data=init_vocab_heads,
 )
 
 if __name__ == "__main__":

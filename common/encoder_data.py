@@ -9,7 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from torch import nn
+
 from common.cli import UserError
+from common.layers import LMHead
+from common.masking import N_SPECIAL
+from common.token_store import token_counts
 
 
 def pack(rows: Sequence[np.ndarray], width: int | None = None, fill: int = 0, dtype: Any = np.int64) -> np.ndarray:
@@ -68,3 +73,18 @@ class MaskedSegmentDataset:
         input_ids = pack(rows)
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
         return input_ids, np.arange(input_ids.shape[1]) < lengths[:, None]
+
+
+def init_vocab_heads(model: nn.Module, train_set: Any) -> None:
+    """Start the bias of every vocab head of an encoder (BERT's MLM; SpanBERT's MLM and SBO) at the log
+    unigram distribution of what they predict: the tokens of the training instances (`train_set`, a
+    `common.pretrain.Subset` of a `MaskedSegmentDataset`; the held-out tail is not counted), special
+    tokens left out (never masked, so never a target). At bias 0 the only way to predict the unigram
+    distribution, the first thing a masked LM learns, is a hidden state pointing the same way at every
+    position: the encoder drifts towards collapse (`common.diagnose`); see `common.layers.LMHead`."""
+    data: MaskedSegmentDataset = train_set.dataset
+    end = int(data.offsets[int(train_set.indices.max()) + 1])
+    counts = token_counts(data.tokens[:end], data.n_vocab)
+    counts[:N_SPECIAL] = 0
+    for head in (m for m in model.modules() if isinstance(m, LMHead)):
+        head.init_bias_to_log_prior(counts)

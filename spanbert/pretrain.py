@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.encoder_data import MaskedSegmentDataset, pack
+from common.encoder_data import MaskedSegmentDataset, init_vocab_heads, pack
 from common.masking import mask_spans
 from common.pretrain import PretrainSpec, pretrain_main
 from spanbert.data import DEFAULT_OUTPUT
@@ -33,7 +33,7 @@ class PretrainingDataset(MaskedSegmentDataset):
 
 SPEC = PretrainSpec(
     name="spanbert", folder=Path(__file__).resolve().parent, default_input=DEFAULT_OUTPUT,
-    build_model=SpanBertForPreTraining, open_dataset=PretrainingDataset,
+    build_model=SpanBertForPreTraining, open_dataset=PretrainingDataset, init_from_data=init_vocab_heads,
 )
 
 if __name__ == "__main__":

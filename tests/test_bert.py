@@ -301,3 +301,11 @@ def test_nsp_loss_skips_instances_without_a_pair(padded) -> None:
     # no pair at all: NSP adds nothing to the loss, which stays the MLM loss
     loss, m = model(ids, mask, types, positions, labels, nsp_labels=torch.full((3,), IGNORE))
     assert int(m["nsp_loss"][1]) == 0 and float(loss) == pytest.approx(float(m["mlm_loss"][0]) / 3, rel=1e-5)
+
+
+def test_pretraining_starts_the_mlm_bias_at_the_log_unigram() -> None:
+    """The shared initialization (tested exactly with SpanBERT's two heads in test_spanbert.py) is BERT's too."""
+    from bert.pretrain import SPEC
+    from common.encoder_data import init_vocab_heads
+
+    assert SPEC.init_from_data is init_vocab_heads

@@ -331,3 +331,28 @@ def test_review_text_is_packed_in_front_and_spans_stay_inside_one_review(tmp_pat
         left, right = batch["span_left"][i][keep], batch["span_right"][i][keep]
         sep = torch.from_numpy(data.instance(i) == SEP_ID).nonzero().flatten()
         assert not ((sep[None, :] > left[:, None]) & (sep[None, :] < right[:, None])).any()
+
+
+def test_vocab_heads_start_at_the_log_unigram_of_the_training_instances(dataset: PretrainingDataset) -> None:
+    """MLM and SBO biases both start at the add-one-smoothed log frequencies of the training instances'
+    tokens: specials ([CLS], [SEP]; never targets) and the held-out tail not counted; and the pretraining
+    spec does it (a fresh run, not a resumed one: common.pretrain calls init_from_data)."""
+    from common.encoder_data import init_vocab_heads
+    from common.pretrain import Subset, heldout_split
+    from spanbert.pretrain import SPEC
+
+    assert SPEC.init_from_data is init_vocab_heads
+    train, heldout = heldout_split(len(dataset), 0.1)
+    model = SpanBertForPreTraining(CFG)
+    init_vocab_heads(model, Subset(dataset, train))
+    counts = np.ones(N_VOCAB)
+    for i in train:
+        ids = dataset.instance(i)
+        np.add.at(counts, ids[ids >= N_SPECIAL], 1)
+    expected = torch.tensor(counts / counts.sum(), dtype=torch.float32)
+    held_out_only = set(np.concatenate([dataset.instance(i) for i in heldout])) - set(
+        np.concatenate([dataset.instance(i) for i in train]))
+    assert held_out_only  # the check below would not see the tail counted otherwise
+    for head in (model.mlm_head, model.sbo_head):
+        torch.testing.assert_close(head.bias.exp(), expected)
+    assert float(model.mlm_head.bias[CLS_ID]) == pytest.approx(float(np.log(1 / counts.sum())))
