@@ -174,7 +174,7 @@ def experiment_main(exp: Experiment) -> None:
     parser.add_argument("--only", choices=["all", "report", "recipe"], default="all",
                         help="report: redraw the README section and plot from the logs, run nothing; recipe: run "
                              "only the tiny-budget recipe table's rows (they need no other run)")
-    parser.add_argument("--out", default=rel(exp.folder / "experiment"),
+    parser.add_argument("--out", default=rel(exp.default_out),
                         help="results.csv, runs/ and the pretraining checkpoints and logs")
     parser.add_argument("--stores", default=rel(DATA_DIR), help="folder of the token stores data.py writes")
     parser.add_argument("--kowiki", default=rel(KOWIKI_JSON), help="kowiki.json from data/kowiki.py")

@@ -41,6 +41,14 @@ class Experiment:
     heldout_columns: list[tuple[str, str]] = field(default_factory=lambda: [("Held-out acc", "")])
     loss_is_lm: bool = False  # the held-out loss is one language model's: shown with its perplexity
     defaults: dict[str, object] = field(default_factory=dict)  # experiment.py's option defaults for this model
+    # other models' experiments whose pretrained arms the label curve draws beside this one's (label, experiment),
+    # read from their default logs (<folder>/experiment/results.csv): e.g. the same encoder pretrained otherwise
+    beside: list[tuple[str, Experiment]] = field(default_factory=list)
+
+    @property
+    def default_out(self) -> Path:
+        """Where experiment.py writes its logs unless told otherwise (--out)."""
+        return self.folder / "experiment"
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from common.nsmc import NSMC_DEV_SIZE
@@ -118,22 +119,37 @@ def curve_table(exp: Experiment, rows: list[dict[str, str]], sizes: list[int]) -
     return "\n".join(lines)
 
 
+def curve_points(rows: list[dict[str, str]], arm: str, variant: str, sizes: list[int]) -> list[tuple[int, float, float]]:
+    """(labelled reviews, mean, std of test accuracy over seeds) of one line of the curve, at the sizes that ran."""
+    points = []
+    for size in sizes:
+        accs = list(accuracies(rows, arm, variant, size).values())
+        n = labelled_count(rows, size)
+        if accs and n:
+            mean, std, _ = _stats(accs)
+            points.append((n, mean, std))
+    return points
+
+
 def plot_curve(exp: Experiment, rows: list[dict[str, str]], sizes: list[int], target: Path) -> None:
     """img/label_curve.svg: test accuracy against labelled reviews (log x), one line per column, error bars."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, (heading, arm, variant) in enumerate(columns(exp)):
-        points = []
-        for size in sizes:
-            accs = list(accuracies(rows, arm, variant, size).values())
-            n = labelled_count(rows, size)
-            if accs and n:
-                mean, std, _ = _stats(accs)
-                points.append((n, mean, std))
-        if points:
+        if points := curve_points(rows, arm, variant, sizes):
             x, y, err = zip(*points)
             style = dict(ls="--", color="0.4") if arm == TFIDF else dict(ls="-", color=f"C{i}")
             ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, label=heading, **style)
+    for label, other in exp.beside:  # the other model's arms, dotted, in the colour of the same arm here
+        other_rows = read_csv(other.default_out / "results.csv")
+        other_plain = next(iter(other.variants))
+        for i, (heading, arm, variant) in enumerate(columns(exp)):
+            if arm in (SCRATCH, TFIDF) or variant != next(iter(exp.variants)):
+                continue
+            if points := curve_points(other_rows, arm, other_plain, sizes):
+                x, y, err = zip(*points)
+                ax.errorbar(x, y, yerr=err, marker="s", ms=3, capsize=2, ls=":", color=f"C{i}", alpha=0.8,
+                            label=f"{label}: {heading}")
     ax.set_xscale("log")
     counts = sorted({int(r["train_reviews"]) for r in rows if r.get("train_reviews", "").isdigit()})
     ax.set_xticks(counts, [f"{n:,}" for n in counts])  # the label counts themselves, not powers of ten
@@ -148,6 +164,20 @@ def plot_curve(exp: Experiment, rows: list[dict[str, str]], sizes: list[int], ta
     with atomic_path(target) as tmp:
         fig.savefig(tmp, format="svg", metadata={"Date": None})
     plt.close(fig)
+
+
+def beside_tables(exp: Experiment, paths: Paths, sizes: list[int]) -> list[str]:
+    """Each `exp.beside` model's curve table from its own logs (dotted in the plot), or a line saying it has none."""
+    parts = []
+    for label, other in exp.beside:
+        log = other.default_out / "results.csv"
+        where = Path(os.path.relpath(log, paths.readme.parent)).as_posix()  # as the README links it
+        other_rows = read_csv(log)
+        parts.append(f"{label} at the same budget, from its own logs (`{where}`; dotted in the plot):"
+                     if other_rows else f"{label}: no run logged in `{where}` yet.")
+        if other_rows:
+            parts.append(curve_table(other, other_rows, sizes))
+    return parts
 
 
 def report(exp: Experiment, paths: Paths, budget: Budget) -> None:
@@ -182,6 +212,7 @@ def report(exp: Experiment, paths: Paths, budget: Budget) -> None:
         "| Pretraining | Labelled | Gain (points) | Std of gain | Seeds |\n|---|---|---|---|---|\n" + "\n".join(gains)
         if gains else "No pair run yet.",
         "![label curve](img/label_curve.svg)",
+        *beside_tables(exp, paths, sizes),
         *([f"What helps at a tiny budget: each row changes one setting of the pretraining above and runs for "
            f"{budget.recipe_tokens / 1e6:.2f}M tokens on the {exp.recipe_arm} store (held-out loss at another "
            f"n_seq is over windows of that length: more context per token):",

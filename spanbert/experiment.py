@@ -15,6 +15,7 @@ the hidden states (--logit). See common/experiment_plan.py.
 """
 from pathlib import Path
 
+from bert.experiment import EXPERIMENT as BERT_EXPERIMENT
 from common.experiment import experiment_main
 from common.experiment_plan import Experiment
 
@@ -23,6 +24,8 @@ EXPERIMENT = Experiment(
     variants={"cls": ["--logit", "cls"], "mean": ["--logit", "mean"], "max": ["--logit", "max"]},
     first_arm_only=["mean", "max"],
     heldout_columns=[("Held-out MLM acc", "mlm"), ("Held-out SBO acc", "sbo")],
+    # the same encoder and budget pretrained with whole-word MLM + NSP: the comparison SpanBERT's paper makes
+    beside=[("BERT", BERT_EXPERIMENT)],
 )
 
 if __name__ == "__main__":

@@ -126,3 +126,27 @@ def test_only_recipe_runs_the_recipe_rows_alone(tmp_path: Path, sample_corpus, s
     assert not list(tmp_path.glob("reviews_*"))  # no arm but the recipe's was built
     refused = run_script("experiment.py", "--only", "recipe", cwd=REPO_ROOT / "bert")
     assert refused.returncode == 2 and "declares no recipe table" in refused.stderr
+
+
+def test_another_models_curve_is_reported_beside(tmp_path: Path) -> None:
+    """`Experiment.beside`: the other model's table comes from its own default logs, under the README's
+    words for it; the plot draws its arms (and a model with no logs yet is said to have none)."""
+    from common.experiment_plan import Experiment, Paths
+    from common.experiment_report import beside_tables, plot_curve
+
+    other = Experiment(folder=tmp_path / "bert", variants={"": []})
+    here = Experiment(folder=tmp_path / "spanbert", variants={"cls": ["--logit", "cls"]}, beside=[("BERT", other)])
+    paths = Paths(out=tmp_path / "spanbert" / "experiment", stores=tmp_path, kowiki=tmp_path, train=tmp_path,
+                  test=tmp_path, vocab=tmp_path, config=tmp_path, readme=tmp_path / "spanbert" / "README.md")
+    assert beside_tables(here, paths, [1000]) == ["BERT: no run logged in `../bert/experiment/results.csv` yet."]
+    other.default_out.mkdir(parents=True)
+    write_csv(other.default_out / "results.csv", [
+        {"item": item_name(arm, "", 1000, seed), "test_acc": acc, "train_reviews": 1000}
+        for arm, seed, acc in (("scratch", 1, 0.70), ("reviews", 1, 0.72), ("reviews", 2, 0.74))])
+    words, table = beside_tables(here, paths, [1000])
+    assert words.startswith("BERT at the same budget") and "`../bert/experiment/results.csv`" in words
+    row = next(line for line in table.splitlines() if line.startswith("| 1,000 |"))
+    assert "0.7300 ± 0.0141 (2)" in row and "0.7000" in row
+    plot_curve(here, [], [1000], tmp_path / "curve.svg")  # only the other model's lines: still a plot
+    legend = re.findall(r"<!-- (.*?) -->", (tmp_path / "curve.svg").read_text(encoding="utf-8"))
+    assert "BERT: reviews" in legend and not any(t.startswith("BERT: scratch") for t in legend)
