@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from common.config import ModelConfig
 from common.layers import LMHead, Transformer, init_weights
-from common.losses import Metrics
+from common.losses import IGNORE, Metrics
 from common.vocab import CLS_ID, PAD_ID, SEP_ID
 
 
@@ -54,9 +54,11 @@ def masked_lm_loss(head: LMHead, hidden: Tensor, positions: Tensor, labels: Tens
     """Cross-entropy at the masked positions only.
 
     hidden (B, T, D); positions (B, M) indices into T; labels (B, M) the original
-    token ids, [PAD] where a row has fewer than M masked tokens. Only the masked
-    rows are projected onto the vocab, in chunks (`LMHead.loss`).
+    token ids, [PAD] where a row has fewer than M masked tokens. Only the B x M
+    masked slots are projected onto the vocab, in chunks (`LMHead.loss`); the unused
+    ones are scored IGNORE rather than dropped, so the shapes do not depend on the
+    data (no graph break or recompile under torch.compile).
     """
-    keep = labels != PAD_ID
-    rows = torch.arange(hidden.size(0), device=hidden.device)[:, None].expand_as(positions)
-    return head.loss(hidden[rows[keep], positions[keep]], labels[keep], name)
+    rows = torch.arange(hidden.size(0), device=hidden.device)[:, None]
+    targets = labels.masked_fill(labels == PAD_ID, IGNORE)
+    return head.loss(hidden[rows, positions].flatten(0, 1), targets.flatten(), name)

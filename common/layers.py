@@ -203,7 +203,9 @@ class Transformer(nn.Module):
         else:
             x = self.embeddings(input_ids, token_type_ids)
             attn_mask = None
-            if attention_mask is not None and not bool(attention_mask.all()):
+            # A batch without padding skips the mask (SDPA's faster kernels) in eager mode; compiled,
+            # the mask is always passed: the check would read the data and break the graph.
+            if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
                 attn_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys that may be attended
         for i, layer in enumerate(self.layers):
             x = layer(x, attn_mask, self.causal, cache, i, slots)

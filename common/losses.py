@@ -4,7 +4,9 @@
   (GPT's next token, BERT's and SpanBERT's masked tokens, SpanBERT's span boundary
   predictions), through `linear_cross_entropy`, which never holds all the logits.
   The heads (`common.layers.LMHead` and its subclasses) call it with their tied
-  projection; the callers pass only the rows that are scored.
+  projection; the callers pass the rows that may be scored, a target `IGNORE` on
+  those that are not (a fixed (B x M) set of rows keeps the shapes static, so that
+  `torch.compile` neither breaks the graph nor recompiles for each masked count).
 - `classification_loss`: a classifier's (or BERT's NSP) cross-entropy and accuracy; a label
   `IGNORE` takes no part (BERT's instances without a sentence pair).
 
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Metrics = dict[str, tuple[Tensor, Tensor | int]]
-IGNORE = -100  # a label that takes no part in classification_loss (F.cross_entropy's ignore_index)
+IGNORE = -100  # a label or target that takes no part in a loss (F.cross_entropy's ignore_index)
 
 
 def _loss_and_accuracy(loss_sum: Tensor, correct: Tensor, n: Tensor | int, name: str = "") -> Metrics:
@@ -33,12 +35,12 @@ def token_loss(hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Ten
                name: str = "") -> tuple[Tensor, Metrics]:
     """Mean cross-entropy and accuracy of the logits `hidden @ weight.T + bias` against targets.
 
-    hidden (N, D): only the rows that have a target; weight (V, D), the tied token embedding;
-    targets (N,). N = 0 (a batch without targets) gives a loss of 0.
+    hidden (N, D); weight (V, D), the tied token embedding; targets (N,), IGNORE at the rows
+    that take no part. No target left (N = 0, or all IGNORE) gives a loss of 0.
     """
     loss_sum, correct = linear_cross_entropy(hidden, weight, bias, targets)
-    n = targets.numel()
-    return loss_sum / max(n, 1), _loss_and_accuracy(loss_sum, correct, n, name)
+    n = (targets != IGNORE).sum()
+    return loss_sum / n.clamp(min=1), _loss_and_accuracy(loss_sum, correct, n, name)
 
 
 def classification_loss(logits: Tensor, labels: Tensor, name: str = "") -> tuple[Tensor, Metrics]:
@@ -72,13 +74,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk_rows):
             h, y = hidden[start : start + chunk_rows], targets[start : start + chunk_rows]
+            scored = y != IGNORE
+            y = y.clamp(min=0)  # any index for the gathers at ignored rows; `scored` drops them
             logits = F.linear(h, weight, bias).to(acc)  # bf16 matmul under CUDA autocast, fp32 softmax
             log_z = torch.logsumexp(logits, dim=-1)
-            loss_sum += (log_z - logits.gather(1, y[:, None]).squeeze(1)).sum()
-            correct += (logits.argmax(-1) == y).sum()
-            if need_grad:  # d(loss_sum)/d(logits) = softmax - onehot, used now and freed
+            loss_sum += ((log_z - logits.gather(1, y[:, None]).squeeze(1)) * scored).sum()
+            correct += ((logits.argmax(-1) == y) & scored).sum()
+            if need_grad:  # d(loss_sum)/d(logits) = softmax - onehot at the scored rows, used now and freed
                 dlogits = torch.exp(logits.sub_(log_z[:, None]))
                 dlogits[torch.arange(len(y), device=y.device), y] -= 1.0
+                dlogits *= scored[:, None]
                 grad_hidden[start : start + chunk_rows] = (dlogits @ weight).to(hidden.dtype)
                 grad_weight += dlogits.t() @ h.to(dlogits.dtype)
                 if grad_bias is not None:
@@ -101,7 +106,8 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Tensor | None, ta
     """(summed cross-entropy, number of correct argmax predictions) of the logits
     `hidden @ weight.T + bias` against `targets`, without ever holding all the logits.
 
-    hidden (N, D), weight (V, D), targets (N,). The logits are made `chunk_rows` rows
+    hidden (N, D), weight (V, D), targets (N,); a row whose target is IGNORE adds nothing
+    (neither to the sums nor to the gradients). The logits are made `chunk_rows` rows
     at a time, and in training each chunk's gradients (softmax - onehot) are folded
     into d/d hidden and d/d weight right away, so memory holds one chunk of logits
     instead of three (N, V) tensors (logits, log-softmax, their gradient): for GPT

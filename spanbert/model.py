@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from common.config import ModelConfig
 from common.encoder import BertModel, MLMHead, masked_lm_loss
 from common.layers import LMHead, init_weights, masked_max, masked_mean
-from common.losses import Metrics, classification_loss
+from common.losses import IGNORE, Metrics, classification_loss
 from common.masking import MAX_SPAN_WORDS
 from common.vocab import PAD_ID
 
@@ -74,10 +74,12 @@ def span_boundary_loss(head: SpanBoundaryHead, hidden: Tensor, labels: Tensor, s
     (0 = first token). Tokens deeper than the position table (offset >= max_targets,
     only in spans of long words) are MLM targets only, as in the authors' code.
     """
-    keep = (labels != PAD_ID) & (span_offset < head.max_targets)
-    rows = torch.arange(hidden.size(0), device=hidden.device)[:, None].expand_as(labels)[keep]
-    y_i = head.encode(hidden[rows, span_left[keep]], hidden[rows, span_right[keep]], span_offset[keep])
-    return head.loss(y_i, labels[keep], "sbo")  # chunked, as the MLM loss
+    scored = (labels != PAD_ID) & (span_offset < head.max_targets)
+    rows = torch.arange(hidden.size(0), device=hidden.device)[:, None]
+    offset = span_offset.clamp(max=head.max_targets - 1)  # any row of the table where not scored
+    y_i = head.encode(hidden[rows, span_left], hidden[rows, span_right], offset)  # (B, M, D)
+    targets = labels.masked_fill(~scored, IGNORE)  # static shapes, as the MLM loss
+    return head.loss(y_i.flatten(0, 1), targets.flatten(), "sbo")  # chunked, as the MLM loss
 
 
 class SpanBertForPreTraining(nn.Module):

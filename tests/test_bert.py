@@ -145,6 +145,17 @@ def test_masks_are_dynamic_but_follow_the_torch_rng(store: TokenStore) -> None:
     assert not torch.equal(first["mlm_positions"], second["mlm_positions"])
 
 
+def test_pretraining_step_compiles_to_one_graph(store: TokenStore) -> None:
+    """torch.compile traces the whole loss without a graph break: the masked slots are scored at a
+    fixed (B, M) layout (unused ones IGNORE) and the attention mask is not checked for padding."""
+    cfg = ModelConfig(**TINY_CONFIG).with_vocab(int(store.meta["vocab_size"]))
+    model = BertForPreTraining(cfg)
+    torch.manual_seed(0)
+    batch = PretrainingDataset(store, cfg).collate(np.arange(8))
+    explanation = torch._dynamo.explain(model)(**batch)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+
+
 def test_store_longer_than_the_config_is_a_clear_error(store: TokenStore) -> None:
     cfg = ModelConfig(**{**TINY_CONFIG, "n_seq": 32}).with_vocab(int(store.meta["vocab_size"]))
     with pytest.raises(UserError, match="--n_seq 64 but the config allows 32"):

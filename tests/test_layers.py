@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from common.config import ModelConfig
 from common.layers import KVCache, Transformer, last_token, masked_max, masked_mean
-from common.losses import linear_cross_entropy
+from common.losses import IGNORE, linear_cross_entropy
 
 CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=64, n_seq=16, n_segment=2, dropout=0.0, n_vocab=50)
 
@@ -110,23 +110,28 @@ def test_pooling_ignores_padding() -> None:
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_chunked_linear_cross_entropy_equals_full_logits(with_bias: bool) -> None:
+@pytest.mark.parametrize("with_ignored", [False, True])
+def test_chunked_linear_cross_entropy_equals_full_logits(with_bias: bool, with_ignored: bool) -> None:
     """Loss, accuracy and gradients (hidden, weight, bias) equal F.cross_entropy on the full logits,
-    with chunks that do not divide the rows; with no grad it only sums the loss."""
+    with chunks that do not divide the rows, IGNORE targets adding nothing (a whole chunk of them
+    too); with no grad it only sums the loss."""
     torch.manual_seed(0)
     n, d, v = 150, 8, 40
     hidden = torch.randn(n, d, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(v, d, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(v, dtype=torch.float64, requires_grad=True) if with_bias else None
     targets = torch.randint(0, v, (n,))
+    if with_ignored:
+        targets[torch.rand(n) < 0.3] = IGNORE
+        targets[32:64] = IGNORE  # the second chunk of 32 scores nothing
     params = [hidden, weight] + ([bias] if with_bias else [])
     logits = F.linear(hidden, weight, bias)
-    expected = F.cross_entropy(logits, targets, reduction="sum")
+    expected = F.cross_entropy(logits, targets, reduction="sum", ignore_index=IGNORE)
     expected_grads = torch.autograd.grad(0.5 * expected, params)
     loss, correct = linear_cross_entropy(hidden, weight, bias, targets, chunk_rows=32)
     grads = torch.autograd.grad(0.5 * loss, params)
     torch.testing.assert_close(loss, expected)
-    assert correct.item() == (logits.argmax(-1) == targets).sum().item()
+    assert correct.item() == (logits.argmax(-1) == targets).sum().item()  # IGNORE is never an argmax
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want)
     with torch.no_grad():

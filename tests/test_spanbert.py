@@ -199,6 +199,13 @@ def test_collate_lays_out_sbo_targets_as_the_mlm_targets(dataset: PretrainingDat
         assert int(batch["attention_mask"][i].sum()) == len(original)
 
 
+def test_pretraining_step_compiles_to_one_graph(dataset: PretrainingDataset) -> None:
+    """torch.compile traces MLM + SBO without a graph break (fixed (B, M) slots, IGNORE where unused)."""
+    torch.manual_seed(0)
+    explanation = torch._dynamo.explain(SpanBertForPreTraining(CFG))(**dataset.collate(np.arange(8)))
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+
+
 def test_pretraining_loss_is_mlm_plus_sbo_with_tied_outputs(dataset: PretrainingDataset) -> None:
     torch.manual_seed(0)
     model = SpanBertForPreTraining(CFG)
