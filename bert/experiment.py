@@ -9,7 +9,7 @@ Three pretrainings at one token budget (MLM + NSP), each a token store of data.p
 Then train.py from scratch and from each, along the label curve. See
 common/experiment_plan.py.
 
-    python experiment.py            # everything, resumable (--sizes 1000 5000 0 and fewer arms shorten it)
+    python experiment.py            # everything, resumable (--sizes 1000 5000 0 and --arms kowiki shorten it)
     python experiment.py --only report
 """
 from pathlib import Path

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from common.cli import UserError, add_gpu_option, add_vocab_option, make_parser, non_negative_int, positive_int, run_main
-from common.experiment_plan import (SCRATCH, Arm, Budget, Experiment, Paths, Run, plan, recipe_budget,
+from common.experiment_plan import (SCRATCH, Arm, Budget, Experiment, Paths, Run, only_arms, plan, recipe_budget,
                                     recipe_checkpoint, store_path)
 from common.experiment_report import report
 from common.paths import DATA_DIR, KOWIKI_JSON, NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel
@@ -123,13 +123,15 @@ def tfidf_run(paths: Paths, run: Run) -> None:
     print(f"TF-IDF at {row['train_reviews']:,} reviews: test acc {row['test_acc']:.4f}")
 
 
-def run_experiment(exp: Experiment, paths: Paths, budget: Budget, only: str) -> None:
+def run_experiment(exp: Experiment, paths: Paths, budget: Budget, only: str, arms: list[str] | None = None) -> None:
+    """Run the plan's steps not yet logged (those of `arms` and the baselines, when given), then redraw the report."""
     paths.out.mkdir(exist_ok=True)
     done = {r["item"] for r in read_csv(paths.out / "results.csv")}
     if only == "recipe" and exp.recipe_arm is None:
         raise UserError(f"{exp.folder.name}'s experiment declares no recipe table (its recipe_arm is None)")
     if only != "report":
-        for kind, step in plan(exp, budget):
+        steps = plan(exp, budget)
+        for kind, step in steps if arms is None else only_arms(steps, exp, arms):
             if only == "recipe" and kind != "recipe":
                 continue
             if kind == "pretrain":
@@ -171,6 +173,10 @@ def experiment_main(exp: Experiment) -> None:
     parser.add_argument("--recipe_tokens", type=positive_int, default=1_638_400,
                         help="pretraining tokens of each row of the tiny-budget recipe table")
     add_gpu_option(parser)
+    names = [a.name for a in exp.arms]
+    parser.add_argument("--arms", nargs="+", choices=names, default=names, metavar="ARM",
+                        help=f"pretrained arms to pretrain and fine-tune, of {', '.join(names)} (scratch and TF-IDF "
+                             "always run); fewer arms, a shorter run; the report shows every arm logged")
     parser.add_argument("--only", choices=["all", "report", "recipe"], default="all",
                         help="report: redraw the README section and plot from the logs, run nothing; recipe: run "
                              "only the tiny-budget recipe table's rows (they need no other run)")
@@ -190,4 +196,4 @@ def experiment_main(exp: Experiment) -> None:
     budget = Budget(args.pretrain_steps, args.pretrain_batch, args.n_seq, args.pretrain_lr, args.pretrain_warmup,
                     args.dropout, args.beta2, args.sizes, args.seeds, args.seeded_up_to, args.train_lr,
                     args.train_batch, args.compile, args.gpu, args.recipe_tokens)
-    run_main(lambda: run_experiment(exp, paths, budget, args.only))
+    run_main(lambda: run_experiment(exp, paths, budget, args.only, args.arms))

@@ -153,6 +153,23 @@ def plan(exp: Experiment, budget: Budget) -> list[tuple[str, object]]:
     return steps
 
 
+def only_arms(steps: list[tuple[str, object]], exp: Experiment, arms: list[str]) -> list[tuple[str, object]]:
+    """The plan's steps without the pretrained arms left out of `arms` (their pretraining, their runs and,
+    for the recipe arm, the recipe rows); scratch and TF-IDF stay: the baselines every arm is read against."""
+    unknown = sorted(set(arms) - {a.name for a in exp.arms})
+    if unknown:
+        raise ValueError(f"unknown arm(s) {', '.join(unknown)}; the arms are {', '.join(a.name for a in exp.arms)}")
+
+    def kept(kind: str, step: object) -> bool:
+        if kind == "pretrain":
+            return step.name in arms
+        if kind == "recipe":
+            return exp.recipe_arm in arms
+        return step.arm in (SCRATCH, TFIDF) or step.arm in arms
+
+    return [(kind, step) for kind, step in steps if kept(kind, step)]
+
+
 # The tiny-budget recipe: each row changes one setting of the experiment's pretraining budget and
 # runs for the same number of tokens (--recipe_tokens) on the store of the experiment's recipe_arm.
 RECIPE: list[tuple[str, dict]] = [

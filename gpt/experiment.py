@@ -9,7 +9,7 @@ Then train.py from scratch and from each, along the label curve, and with GPT-1'
 auxiliary LM loss (--lm 0.5) from the first. See common/experiment_plan.py.
 
     python experiment.py            # everything, resumable: about 7-8 hours on a 2-core CPU
-                                    # (--sizes 1000 5000 0 and fewer arms shorten it)
+                                    # (--sizes 1000 5000 0 and --arms kowiki shorten it)
     python experiment.py --only report
 """
 from pathlib import Path

@@ -10,7 +10,7 @@ Then train.py from scratch and from each, along the label curve, with the classi
 on [CLS] (the plain runs) and, from the first pretraining, on the mean and the max of
 the hidden states (--logit). See common/experiment_plan.py.
 
-    python experiment.py            # everything, resumable (--sizes 1000 5000 0 and fewer arms shorten it)
+    python experiment.py            # everything, resumable (--sizes 1000 5000 0 and --arms kowiki shorten it)
     python experiment.py --only report
 """
 from pathlib import Path

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from common.experiment_plan import item_name
+from common.experiment_plan import Budget, Experiment, item_name, only_arms, plan
 from common.paths import REPO_ROOT
 from common.results import read_csv, write_csv
 
@@ -75,6 +75,22 @@ def test_item_names() -> None:
     assert item_name("scratch", "lm0", 1000, 2) == "scratch-lm0-n1k-s2"
     assert item_name("tfidf", "", 0, 1) == "tfidf-nall-s1"
     assert item_name("kowiki", "lm0", 1500, None) == "kowiki-lm0-n1500-s"
+
+
+def test_only_arms_keeps_the_baselines_and_the_named_arms() -> None:
+    exp = Experiment(folder=Path("."), variants={"": []}, recipe_arm="reviews")
+    budget = Budget(10, 4, 32, 1e-3, 1, 0.0, 0.999, [1000, 0], 2, 1000, 3e-4, 16, False, None)
+    steps = plan(exp, budget)
+    kept = only_arms(steps, exp, ["kowiki"])
+    pretrained = [s.name for kind, s in kept if kind == "pretrain"]
+    runs = [s.item for kind, s in kept if kind in ("finetune", "tfidf")]
+    assert pretrained == ["kowiki"] and not any(kind == "recipe" for kind, _ in kept)
+    assert runs == [s.item for kind, s in steps if kind in ("finetune", "tfidf") and s.arm != "reviews"
+                    and s.arm != "kowiki+reviews"]
+    assert {s.arm for kind, s in kept if kind == "finetune"} == {"scratch", "kowiki"}
+    assert only_arms(steps, exp, [a.name for a in exp.arms]) == steps
+    with pytest.raises(ValueError, match="unknown arm"):
+        only_arms(steps, exp, ["books"])
 
 
 @pytest.mark.parametrize("model", ["bert", "spanbert"])
