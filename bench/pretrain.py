@@ -18,7 +18,7 @@ from bench.timing import Measurement, interleaved, span_boundary_flops, time_onc
 from common.config import ModelConfig
 from common.evaluation import to_device
 from common.layers import LMHead
-from common.losses import Metrics, _loss_and_accuracy
+from common.losses import IGNORE, Metrics, _loss_and_accuracy
 from common.token_store import TokenStore
 from common.vocab import PAD_ID
 
@@ -71,11 +71,13 @@ def real_tokens(batch: dict[str, Tensor]) -> int:
 
 def full_logits_loss(head: LMHead, hidden: Tensor, targets: Tensor, name: str = "") -> tuple[Tensor, Metrics]:
     """`LMHead.loss` as it was before `linear_cross_entropy`: the (N, n_vocab) logits of the scored rows,
-    then F.cross_entropy (autograd keeps the logits, their log-softmax and its gradient)."""
+    then F.cross_entropy (autograd keeps the logits, their log-softmax and its gradient); IGNORE targets
+    take no part, as in `token_loss`."""
     logits = LMHead.forward(head, hidden).float()  # LMHead's projection (SpanBoundaryHead.forward takes spans)
-    loss_sum = F.cross_entropy(logits, targets, reduction="sum")
-    correct = (logits.argmax(-1) == targets).sum()
-    return loss_sum / max(targets.numel(), 1), _loss_and_accuracy(loss_sum, correct, targets.numel(), name)
+    loss_sum = F.cross_entropy(logits, targets, reduction="sum", ignore_index=IGNORE)
+    n = (targets != IGNORE).sum()
+    correct = (logits.argmax(-1) == targets).sum()  # IGNORE is never an argmax
+    return loss_sum / n.clamp(min=1), _loss_and_accuracy(loss_sum, correct, n, name)
 
 
 def with_full_logits_loss(model: nn.Module) -> nn.Module:
