@@ -27,7 +27,10 @@ def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tenso
 
 
 def reduce_metrics(totals: dict[str, list[float]], runtime: Runtime) -> dict[str, float]:
-    """Sum (sum, count) pairs over ranks and return the averages."""
+    """Sum (sum, count) pairs over ranks and return the averages.
+
+    A metric no example had a target for (BERT's NSP on a store of reviews alone) is left out,
+    not reported as NaN: the logs stay strict JSON and a missing head reads as missing."""
     names = sorted(totals)
     if runtime.distributed:
         # A rank that saw no batch (or no batch with some metric) still takes part, with zeros.
@@ -36,7 +39,7 @@ def reduce_metrics(totals: dict[str, list[float]], runtime: Runtime) -> dict[str
                          device=runtime.device).reshape(len(names), 2)
         dist.all_reduce(t)
         totals = {n: t[i].tolist() for i, n in enumerate(names)}
-    return {n: totals[n][0] / totals[n][1] if totals[n][1] else float("nan") for n in names}
+    return {n: totals[n][0] / totals[n][1] for n in names if totals[n][1]}
 
 
 def add_metrics(totals: dict[str, list[float]], metrics: Metrics) -> None:

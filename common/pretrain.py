@@ -7,7 +7,6 @@ resume and reporting are the same for GPT, BERT and SpanBERT.
 from __future__ import annotations
 
 import argparse
-import math
 import contextlib
 import dataclasses
 from collections.abc import Callable
@@ -70,12 +69,11 @@ class PretrainSpec:
 
 def format_head_metrics(m: dict[str, float]) -> str:
     """`loss L | mlm loss L acc A | nsp loss L acc A next N`: the total loss, then each head's loss and
-    accuracy, and any other metric of the head (`nsp_next` printed as `next`)."""
+    accuracy, and any other metric of the head (`nsp_next` printed as `next`). A head that had no
+    target in the set (BERT's NSP on a store of reviews) has no metrics and is not printed."""
     heads = sorted(k.removesuffix("_loss") for k in m if k.endswith("_loss"))
 
     def head(h: str) -> str:
-        if math.isnan(m[f"{h}_loss"]):  # no instance had a target for it (BERT's NSP on a store of reviews)
-            return f"{h} none"
         others = [f" {k.removeprefix(h + '_')} {v:.3f}" for k, v in m.items()
                   if k.startswith(h + "_") and k not in (f"{h}_loss", f"{h}_acc")]
         return f"{h} loss {m[f'{h}_loss']:.3f} acc {m[f'{h}_acc']:.3f}" + "".join(others)

@@ -19,7 +19,9 @@ from bert.pretrain import PretrainingDataset
 from common.checkpoint import load_checkpoint
 from common.cli import UserError
 from common.config import ModelConfig
+from common.device import Runtime
 from common.encoder import BertModel, MLMHead, masked_lm_loss
+from common.evaluation import evaluate
 from common.losses import IGNORE
 from common.prep import packed_reviews
 from common.masking import N_SPECIAL
@@ -289,8 +291,14 @@ def test_store_with_review_text(sample: dict[str, Path], tmp_path: Path) -> None
     alone = build("none", str(tmp_path / "alone"), 64, str(sample["vocab"]), workers=1,
                   extra=str(sample["train"]), test_path=str(sample["test"]))
     assert alone["n_instances"] == alone["n_review_instances"] == n_reviews and alone["n_articles"] == 0
-    # in a batch, packed reviews are segment 0 throughout and take no part in NSP
+    # evaluated on reviews alone, NSP has no target: its metrics are left out, not NaN, and the log stays strict JSON
     cfg = ModelConfig(**TINY_CONFIG).with_vocab(int(store.meta["vocab_size"]))
+    torch.manual_seed(0)
+    metrics = evaluate(BertForPreTraining(cfg), PretrainingDataset(TokenStore(tmp_path / "alone"), cfg), 8,
+                       Runtime(torch.device("cpu")))
+    assert {"loss", "mlm_loss", "mlm_acc"} <= set(metrics) and not any(k.startswith("nsp") for k in metrics)
+    json.dumps(metrics, allow_nan=False)
+    # in a batch, packed reviews are segment 0 throughout and take no part in NSP
     batch = PretrainingDataset(store, cfg).collate(np.arange(n_reviews - 2, n_reviews + 2))
     assert batch["nsp_labels"][:2].tolist() == [IGNORE, IGNORE] and set(batch["nsp_labels"][2:].tolist()) <= {0, 1}
     assert (batch["token_type_ids"][:2] == 0).all()
