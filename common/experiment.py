@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 
 from common.cli import UserError, add_gpu_option, add_vocab_option, make_parser, non_negative_int, positive_int, run_main
-from common.experiment_plan import (SCRATCH, Arm, Budget, Experiment, Paths, Run, only_arms, plan, recipe_budget,
-                                    recipe_checkpoint, store_path)
+from common.experiment_plan import (SCRATCH, Arm, Budget, Experiment, Paths, Run, item_name, only_arms, plan,
+                                    recipe_budget, recipe_checkpoint, store_path)
 from common.experiment_report import report
 from common.paths import DATA_DIR, KOWIKI_JSON, NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel
 from common.plots import STEPS_SUFFIX
@@ -114,6 +114,28 @@ def finetune_run(exp: Experiment, paths: Paths, run: Run, budget: Budget) -> Non
           *_gpu_args(budget)], exp.folder)
 
 
+def twin_scratch_row(exp: Experiment, paths: Paths, run: Run, budget: Budget) -> dict[str, str] | None:
+    """The scratch twin's logged row of `run` (see Experiment.scratch_twin), or None: rows are shared between
+    the two folders' default logs only, and only when the config and the fine-tuning budget are the same."""
+    twin = exp.scratch_twin
+    if twin is None or run.arm != SCRATCH or paths.out != exp.default_out.resolve():
+        return None
+    twin_config = twin.folder / "config_half.json"
+    if not (twin_config.is_file() and paths.config.is_file()) or json.loads(paths.config.read_text()) != json.loads(twin_config.read_text()):
+        return None
+    item = item_name(SCRATCH, next(iter(twin.variants)), run.size, run.seed)
+    return next((r for r in read_csv(twin.default_out / "results.csv")
+                 if r["item"] == item and r["note"] == note(budget, run)), None)
+
+
+def take_twin_row(exp: Experiment, paths: Paths, run: Run, row: dict[str, str]) -> None:
+    twin = f"../{exp.scratch_twin.folder.name}/experiment"
+    append_result(paths.out / "results.csv", {**row, "item": run.item, "variant": run.variant or "-",
+                                              "note": f"{row['note']}; run {row['item']} of {twin} (the same model)"})
+    print(f"\n{run.item}: the same run as {row['item']} in {twin}/results.csv (test acc {row['test_acc']}), "
+          f"taken over", flush=True)
+
+
 def tfidf_run(paths: Paths, run: Run) -> None:
     from common.baseline import run_baseline
 
@@ -143,6 +165,8 @@ def run_experiment(exp: Experiment, paths: Paths, budget: Budget, only: str, arm
                 continue
             elif kind == "tfidf":
                 tfidf_run(paths, step)
+            elif (twin_row := twin_scratch_row(exp, paths, step, budget)) is not None:
+                take_twin_row(exp, paths, step, twin_row)
             else:
                 finetune_run(exp, paths, step, budget)
             report(exp, paths, budget)  # after every run: the README shows what has been measured so far

@@ -44,6 +44,10 @@ class Experiment:
     # other models' experiments whose pretrained arms the label curve draws beside this one's (label, experiment),
     # read from their default logs (<folder>/experiment/results.csv): e.g. the same encoder pretrained otherwise
     beside: list[tuple[str, Experiment]] = field(default_factory=list)
+    # an experiment whose scratch runs are this one's, number for number: the same classifier, initialized from
+    # the same seed, fine-tuned by the same flow (one encoder's classifier in two model folders). Its scratch rows
+    # logged at the same budget and config are taken over instead of run again; the missing ones run here.
+    scratch_twin: Experiment | None = None
 
     @property
     def default_out(self) -> Path:

@@ -114,7 +114,7 @@ def test_encoder_experiment_runs_every_arm(model: str, tmp_path: Path, sample_co
     arms = ["scratch", "reviews", "kowiki", "kowiki+reviews"]
     expected = {item_name(a, plain, 60, 1) for a in arms} | {item_name("tfidf", "", 60, 1)}
     if model == "spanbert":  # the pooling variants, from the first pretraining
-        expected |= {item_name("reviews", v, 60, 1) for v in ("mean", "max")}
+        expected |= {item_name("kowiki", v, 60, 1) for v in ("mean", "max")}
     assert rows == expected
     meta = json.loads((tmp_path / f"reviews_{model}32" / "meta.json").read_text())
     assert meta["n_articles"] == 0 and meta["n_instances"] == meta["n_review_instances"] > 0
@@ -166,3 +166,40 @@ def test_another_models_curve_is_reported_beside(tmp_path: Path) -> None:
     plot_curve(here, [], [1000], tmp_path / "curve.svg")  # only the other model's lines: still a plot
     legend = re.findall(r"<!-- (.*?) -->", (tmp_path / "curve.svg").read_text(encoding="utf-8"))
     assert "BERT: reviews" in legend and not any(t.startswith("BERT: scratch") for t in legend)
+
+
+def test_scratch_rows_of_a_twin_are_taken_over_at_the_same_budget(tmp_path: Path) -> None:
+    """`Experiment.scratch_twin`: a scratch run the twin logged at the same fine-tuning budget and config is
+    taken into this folder's log under its own item (noted as the twin's run); otherwise it is run here."""
+    from common.experiment import note, take_twin_row, twin_scratch_row
+    from common.experiment_plan import Paths, Run
+
+    twin = Experiment(folder=tmp_path / "bert", variants={"": []})
+    here = Experiment(folder=tmp_path / "spanbert", variants={"cls": ["--logit", "cls"]}, scratch_twin=twin)
+    for folder in (twin.folder, here.folder):
+        folder.mkdir()
+        (folder / "config_half.json").write_text(json.dumps({"n_layer": 2, "d_hidn": 32}))
+    paths = Paths(out=here.default_out.resolve(), stores=tmp_path, kowiki=tmp_path, train=tmp_path, test=tmp_path,
+                  vocab=tmp_path, config=here.folder / "config_half.json", readme=tmp_path / "README.md")
+    budget = Budget(800, 32, 128, 1e-3, 40, 0.0, 0.999, [1000], 2, 5000, 3e-4, 64, False, None)
+    run = Run(item_name("scratch", "cls", 1000, 2), "scratch", "cls", 1000, 2)
+    assert twin_scratch_row(here, paths, run, budget) is None  # the twin logged nothing yet
+    twin.default_out.mkdir()
+    logged = {"item": item_name("scratch", "", 1000, 2), "pretrain": "none", "variant": "-", "train_reviews": 1000,
+              "seed": 2, "test_acc": 0.7083, "minutes": 2.1, "note": note(budget, run)}
+    write_csv(twin.default_out / "results.csv", [logged, {**logged, "item": item_name("scratch", "", 1000, 1)}])
+    row = twin_scratch_row(here, paths, run, budget)
+    assert row is not None and row["item"] == "scratch-n1k-s2"
+    here.default_out.mkdir()
+    take_twin_row(here, paths, run, row)
+    taken = read_csv(here.default_out / "results.csv")
+    assert [(r["item"], r["variant"], r["test_acc"]) for r in taken] == [("scratch-cls-n1k-s2", "cls", "0.7083")]
+    assert taken[0]["note"].endswith("run scratch-n1k-s2 of ../bert/experiment (the same model)")
+    # not taken: another fine-tuning budget, another config, another log folder, a pretrained arm
+    other_lr = Budget(**{**budget.__dict__, "train_lr": 1e-4})
+    assert twin_scratch_row(here, paths, run, other_lr) is None
+    (here.folder / "config_half.json").write_text(json.dumps({"n_layer": 4, "d_hidn": 32}))
+    assert twin_scratch_row(here, paths, run, budget) is None
+    (here.folder / "config_half.json").write_text(json.dumps({"n_layer": 2, "d_hidn": 32}))
+    assert twin_scratch_row(here, Paths(**{**paths.__dict__, "out": tmp_path / "elsewhere"}), run, budget) is None
+    assert twin_scratch_row(here, paths, Run("kowiki-cls-n1k-s2", "kowiki", "cls", 1000, 2), budget) is None

@@ -2,6 +2,7 @@
 the SBO head and losses, pooling over real tokens, and the pretrain -> train chain."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -274,6 +275,35 @@ def test_logit_options_differ_and_are_validated() -> None:
     assert not torch.allclose(outputs[0], outputs[1]) and not torch.allclose(outputs[1], outputs[2])
     with pytest.raises(ValueError, match="logit"):
         SpanBertForSequenceClassification(CFG, logit="first")
+
+
+def test_on_cls_without_pretraining_it_is_berts_classifier() -> None:
+    """experiment.py takes BERT's logged scratch rows as its own cls ones (Experiment.scratch_twin): from one
+    seed the two train.py build the same weights, wrap a review alike, and take the same training step
+    (dropout draws included), so their runs are the same numbers."""
+    from bert.train import SPEC as BERT_SPEC
+    from spanbert.train import SPEC as SPANBERT_SPEC
+
+    assert BERT_SPEC.wrap is SPANBERT_SPEC.wrap
+    cfg = dataclasses.replace(CFG, dropout=0.1)
+    ids, mask = padded(REVIEWS, extra=3)
+    labels = torch.tensor([i % 2 for i in range(len(REVIEWS))])
+    stepped = []
+    for spec in (BERT_SPEC, SPANBERT_SPEC):
+        torch.manual_seed(3)
+        model = spec.build_model(cfg, spec.options()).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        losses = []
+        for _ in range(2):
+            loss, _ = model(ids, mask, labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(float(loss))
+        stepped.append((losses, model.state_dict()))
+    (bert_losses, bert_state), (span_losses, span_state) = stepped
+    assert bert_losses == span_losses and bert_state.keys() == span_state.keys()
+    assert all(torch.equal(bert_state[k], span_state[k]) for k in bert_state)
 
 
 def test_wrap_is_cls_review_sep_within_n_seq() -> None:
