@@ -7,9 +7,9 @@ import numpy as np
 import torch
 
 from common.config import ModelConfig
-from common.encoder_data import MaskedSegmentDataset, init_vocab_heads, pack
+from common.encoder_data import MaskedSegmentDataset, init_vocab_heads
 from common.losses import IGNORE
-from common.masking import mask_whole_words
+from common.masking import mask_whole_words, max_whole_word_masked
 from common.pretrain import PretrainSpec, pretrain_main
 from common.token_store import TokenStore
 from bert.data import DEFAULT_OUTPUT, NO_NSP
@@ -20,6 +20,7 @@ class PretrainingDataset(MaskedSegmentDataset):
     """Sentence pairs [CLS] A [SEP] B [SEP] of the store, whole-word masked anew at every `collate`."""
 
     format = "bert"
+    max_masked = staticmethod(max_whole_word_masked)
 
     def __init__(self, store: TokenStore, cfg: ModelConfig):
         super().__init__(store, cfg)
@@ -38,8 +39,8 @@ class PretrainingDataset(MaskedSegmentDataset):
             "input_ids": torch.from_numpy(input_ids),
             "attention_mask": torch.from_numpy(attention_mask.astype(np.int64)),
             "token_type_ids": torch.from_numpy(token_type_ids.astype(np.int64)),
-            "mlm_positions": torch.from_numpy(pack(positions)),
-            "mlm_labels": torch.from_numpy(pack(labels)),  # 0 = [PAD]: an unused slot, skipped by the loss
+            "mlm_positions": torch.from_numpy(self.pad_slots(positions)),
+            "mlm_labels": torch.from_numpy(self.pad_slots(labels)),  # 0 = [PAD]: an unused slot, skipped by the loss
             "nsp_labels": torch.from_numpy(np.where(is_next == NO_NSP, IGNORE, is_next)),  # packed reviews: no pair
         }
 

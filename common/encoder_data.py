@@ -3,7 +3,7 @@ store (`tokens` + `offsets` + `word_starts`), masked anew at every batch (dynami
 masking, with `common.masking`) and padded into the tensors the models take."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,10 +39,18 @@ class MaskedSegmentDataset:
     The masks of a batch come from a generator seeded by one draw of torch's
     global RNG plus the batch's indices: the trainer checkpoints that RNG, so a
     resumed run draws exactly the masks the uninterrupted run would have, while
-    each epoch sees new masks. Subclasses set `format` and write `collate`.
+    each epoch sees new masks. Subclasses set `format` and `max_masked` (their
+    masking's bound, `common.masking`) and write `collate`.
+
+    Every batch has the same shapes: (B, n_seq) tokens, padded, and (B, slots)
+    masked slots, `slots` the most the masking can choose in n_seq tokens, the
+    unused ones [PAD]. A compiled step is then one graph for the whole run, not one
+    per masked count (padding costs little: a batch's longest instance is nearly
+    always n_seq long, and the heads score B x slots rows, not B x n_seq).
     """
 
     format = ""
+    max_masked: Callable[[int, float], int]
 
     def __init__(self, store: Any, cfg: Any):
         if store.meta.get("format") != self.format:
@@ -53,6 +61,7 @@ class MaskedSegmentDataset:
         self.word_starts = np.asarray(store["word_starts"], dtype=bool)
         self.mask_prob = float(store.meta["mask_prob"])
         self.n_vocab = cfg.n_vocab
+        self.slots = type(self).max_masked(self.n_seq, self.mask_prob)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -67,12 +76,15 @@ class MaskedSegmentDataset:
         draw = int(torch.randint(0, 2**62, (1,)))
         return np.random.default_rng([draw, *np.asarray(indices, dtype=np.int64).tolist()])
 
-    @staticmethod
-    def pad(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(input_ids, attention_mask): the rows right-padded with [PAD] = 0, and True at the real tokens."""
-        input_ids = pack(rows)
+    def pad(self, rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask): the rows right-padded with [PAD] = 0 to n_seq, and True at the real tokens."""
+        input_ids = pack(rows, width=self.n_seq)
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
         return input_ids, np.arange(input_ids.shape[1]) < lengths[:, None]
+
+    def pad_slots(self, rows: Sequence[np.ndarray]) -> np.ndarray:
+        """Per-instance masked-slot values (positions, labels, ...) -> (B, slots), [PAD] = 0 where unused."""
+        return pack(rows, width=self.slots)
 
 
 def init_vocab_heads(model: nn.Module, train_set: Any) -> None:

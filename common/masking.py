@@ -119,6 +119,18 @@ def choose_whole_words(input_ids: np.ndarray, word_starts: np.ndarray, mask_prob
     return np.flatnonzero(m & chosen[np.maximum(word_index, 0)]).astype(np.int64)
 
 
+def max_whole_word_masked(n_tokens: int, mask_prob: float) -> int:
+    """The most positions `choose_whole_words` masks in a sequence of n_tokens: its budget never exceeds
+    round(mask_prob x n_tokens) (at least 1)."""
+    return max(1, int(round(n_tokens * mask_prob)))
+
+
+def max_span_masked(n_tokens: int, mask_prob: float) -> int:
+    """The most positions `choose_spans` masks in a sequence of n_tokens: fewer than the budget before the
+    last span, and a span of at most the budget, so at most twice the budget less one."""
+    return 2 * max_whole_word_masked(n_tokens, mask_prob) - 1
+
+
 def replace_tokens(input_ids: np.ndarray, positions: np.ndarray, rng: np.random.Generator, n_vocab: int,
                    groups: np.ndarray | None = None, mask_id: int = MASK_ID) -> tuple[np.ndarray, np.ndarray]:
     """Apply the 80/10/10 replacement at `positions`: -> (masked copy of input_ids, labels).

@@ -153,9 +153,20 @@ def test_pretraining_step_compiles_to_one_graph(store: TokenStore) -> None:
     cfg = ModelConfig(**TINY_CONFIG).with_vocab(int(store.meta["vocab_size"]))
     model = BertForPreTraining(cfg)
     torch.manual_seed(0)
-    batch = PretrainingDataset(store, cfg).collate(np.arange(8))
-    explanation = torch._dynamo.explain(model)(**batch)
+    dataset = PretrainingDataset(store, cfg)
+    by_length = np.argsort(np.diff(store["offsets"]), kind="stable")  # the shortest pairs, the middle, the longest
+    batches = [dataset.collate(by_length[i:i + 8]) for i in (0, len(by_length) // 2, len(by_length) - 8)]
+    # unpadded, they would differ in length or masked count (the longest of each batch)
+    widths = {(int(b["attention_mask"].sum(1).max()), int((b["mlm_labels"] != PAD_ID).sum(1).max())) for b in batches}
+    assert len(widths) > 1 and {tuple(b["mlm_positions"].shape) for b in batches} == {(8, dataset.slots)}
+    explanation = torch._dynamo.explain(model)(**batches[0])
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    # batches of other lengths and masked counts reuse the graph: (B, n_seq) tokens, (B, slots) slots
+    counter = torch._dynamo.testing.CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    for batch in batches:
+        compiled(**batch)
+    assert counter.frame_count == 1
 
 
 def test_store_longer_than_the_config_is_a_clear_error(store: TokenStore) -> None:

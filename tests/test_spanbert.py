@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from common.config import ModelConfig
-from common.masking import GEOMETRIC_P, MAX_SPAN_WORDS, N_SPECIAL, choose_spans, mask_spans, span_length_probs
+from common.masking import (GEOMETRIC_P, MAX_SPAN_WORDS, N_SPECIAL, choose_spans, mask_spans, max_span_masked,
+                            span_length_probs)
 from common.paths import REPO_ROOT
 from common.results import read_csv
 from common.token_store import StoreWriter, TokenStore
@@ -201,10 +202,31 @@ def test_collate_lays_out_sbo_targets_as_the_mlm_targets(dataset: PretrainingDat
 
 
 def test_pretraining_step_compiles_to_one_graph(dataset: PretrainingDataset) -> None:
-    """torch.compile traces MLM + SBO without a graph break (fixed (B, M) slots, IGNORE where unused)."""
+    """torch.compile traces MLM + SBO without a graph break, and batches of other lengths and masked counts
+    reuse it: every batch is (B, n_seq) tokens and (B, slots) masked slots, IGNORE where unused."""
     torch.manual_seed(0)
-    explanation = torch._dynamo.explain(SpanBertForPreTraining(CFG))(**dataset.collate(np.arange(8)))
+    batches = [dataset.collate(np.arange(i, i + 8)) for i in range(0, 40, 8)]
+    # unpadded, they would differ in length or masked count (the longest of each batch)
+    widths = {(int(b["attention_mask"].sum(1).max()), int((b["mlm_labels"] != PAD_ID).sum(1).max())) for b in batches}
+    assert len(widths) > 1 and {tuple(b["span_left"].shape) for b in batches} == {(8, dataset.slots)}
+    model = SpanBertForPreTraining(CFG)
+    explanation = torch._dynamo.explain(model)(**batches[0])
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    counter = torch._dynamo.testing.CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    for batch in batches:
+        compiled(**batch)
+    assert counter.frame_count == 1
+
+
+def test_masked_slots_hold_the_most_the_span_masking_chooses() -> None:
+    """max_span_masked bounds choose_spans on any sequence (pack would refuse a row longer than the slots)."""
+    rng = np.random.default_rng(5)
+    for n_words in (5, 30, 60):
+        for _ in range(300):
+            ids = sentence(n_words, rng)[:64]
+            starts, ends, _ = choose_spans(ids, WORD_STARTS, 0.15, rng)
+            assert int((ends - starts).sum()) <= max_span_masked(len(ids), 0.15)
 
 
 def test_pretraining_loss_is_mlm_plus_sbo_with_tied_outputs(dataset: PretrainingDataset) -> None:
