@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from common.cli import UserError, add_gpu_option, add_vocab_option, make_parser, non_negative_int, positive_int, run_main
-from common.experiment_plan import (SCRATCH, Arm, Budget, Experiment, Paths, Run, item_name, only_arms, plan,
+from common.experiment_plan import (SCRATCH, TAKEN_OVER, Arm, Budget, Experiment, Paths, Run, item_name, only_arms, plan,
                                     recipe_budget, recipe_checkpoint, store_path)
 from common.experiment_report import report
 from common.paths import DATA_DIR, KOWIKI_JSON, NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel
@@ -131,7 +131,7 @@ def twin_scratch_row(exp: Experiment, paths: Paths, run: Run, budget: Budget) ->
 def take_twin_row(exp: Experiment, paths: Paths, run: Run, row: dict[str, str]) -> None:
     twin = f"../{exp.scratch_twin.folder.name}/experiment"
     append_result(paths.out / "results.csv", {**row, "item": run.item, "variant": run.variant or "-",
-                                              "note": f"{row['note']}; run {row['item']} of {twin} (the same model)"})
+                                              "note": f"{row['note']}; run {row['item']} of {twin} {TAKEN_OVER}"})
     print(f"\n{run.item}: the same run as {row['item']} in {twin}/results.csv (test acc {row['test_acc']}), "
           f"taken over", flush=True)
 

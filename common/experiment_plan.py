@@ -8,6 +8,7 @@ from pathlib import Path
 
 SCRATCH = "scratch"
 TFIDF = "tfidf"
+TAKEN_OVER = "(the same model)"  # the end of the note of a row taken over from the scratch twin's log
 
 
 @dataclass
@@ -48,6 +49,10 @@ class Experiment:
     # the same seed, fine-tuned by the same flow (one encoder's classifier in two model folders). Its scratch rows
     # logged at the same budget and config are taken over instead of run again; the missing ones run here.
     scratch_twin: Experiment | None = None
+
+    def taken_over(self, row: dict[str, str]) -> bool:
+        """Whether a results row is the scratch twin's run, taken over (its note says so)."""
+        return self.scratch_twin is not None and row.get("note", "").endswith(TAKEN_OVER)
 
     @property
     def default_out(self) -> Path:

@@ -193,16 +193,19 @@ def report(exp: Experiment, paths: Paths, budget: Budget) -> None:
                 mean, std, n = g
                 gains.append(f"| {arm.name} | {size_label(size)} | {mean * 100:+.2f} | "
                              f"{f'{std * 100:.2f}' if n > 1 else '- (one seed)'} | {n} |")
-    minutes = sum(float(r["minutes"]) for r in rows if r.get("minutes"))
+    minutes = sum(float(r["minutes"]) for r in rows if r.get("minutes") and not exp.taken_over(r))
     minutes += sum(sum(r["time_s"] for r in json.loads(paths.log(a).read_text())) / 60
                    for a in exp.arms if paths.log(a).is_file())
+    taken = [r for r in rows if exp.taken_over(r)]
+    taken_note = (f" The {len(taken)} scratch rows are the runs of `../{exp.scratch_twin.folder.name}/experiment`, "
+                  f"the same model, taken over (not counted)." if taken else "")
     section = "\n\n".join([
         f"Budget: pretraining {budget.pretrain_steps} steps x {budget.pretrain_batch} x {budget.n_seq} tokens "
         f"({budget.pretrain_tokens / 1e6:.2f}M tokens per arm), dropout {budget.dropout:g}, peak lr "
         f"{budget.pretrain_lr:g}, beta2 {budget.beta2:g}; fine-tuning lr {budget.train_lr:g}, "
         + ", ".join(f"{size_label(s)}: {budget.epochs(s)} ep x batch {budget.batch(s)}" for s in sizes)
         + f"; the epoch picked on the fixed dev set of {NSMC_DEV_SIZE:,} reviews, test scored once. "
-        f"Training time of the runs logged so far: {minutes:.0f} min.",
+        f"Training time of the runs logged so far: {minutes:.0f} min.{taken_note}",
         pretraining_table(exp, paths, budget),
         "![pretraining curves](img/pretrain_arms.svg)",
         "Test accuracy (mean ± standard deviation over seeds, the count in brackets; "
