@@ -140,8 +140,10 @@ def plot_curve(exp: Experiment, rows: list[dict[str, str]], sizes: list[int], ta
             x, y, err = zip(*points)
             style = dict(ls="--", color="0.4") if arm == TFIDF else dict(ls="-", color=f"C{i}")
             ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, label=heading, **style)
+    plotted = list(rows)  # every row drawn, for the ticks
     for label, other in exp.beside:  # the other model's arms, dotted, in the colour of the same arm here
         other_rows = read_csv(other.default_out / "results.csv")
+        plotted += other_rows
         other_plain = next(iter(other.variants))
         for i, (heading, arm, variant) in enumerate(columns(exp)):
             if arm in (SCRATCH, TFIDF) or variant != next(iter(exp.variants)):
@@ -151,7 +153,7 @@ def plot_curve(exp: Experiment, rows: list[dict[str, str]], sizes: list[int], ta
                 ax.errorbar(x, y, yerr=err, marker="s", ms=3, capsize=2, ls=":", color=f"C{i}", alpha=0.8,
                             label=f"{label}: {heading}")
     ax.set_xscale("log")
-    counts = sorted({int(r["train_reviews"]) for r in rows if r.get("train_reviews", "").isdigit()})
+    counts = sorted({int(r["train_reviews"]) for r in plotted if str(r.get("train_reviews", "")).isdigit()})
     ax.set_xticks(counts, [f"{n:,}" for n in counts])  # the label counts themselves, not powers of ten
     ax.minorticks_off()
     ax.set_xlabel("labelled train reviews (log scale)")
