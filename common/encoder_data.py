@@ -61,7 +61,7 @@ class MaskedSegmentDataset:
         self.word_starts = np.asarray(store["word_starts"], dtype=bool)
         self.mask_prob = float(store.meta["mask_prob"])
         self.n_vocab = cfg.n_vocab
-        self.slots = type(self).max_masked(self.n_seq, self.mask_prob)
+        self.slots = self.max_masked(self.n_seq, self.mask_prob)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

@@ -121,7 +121,9 @@ def twin_scratch_row(exp: Experiment, paths: Paths, run: Run, budget: Budget) ->
     if twin is None or run.arm != SCRATCH or paths.out != exp.default_out.resolve():
         return None
     twin_config = twin.folder / "config_half.json"
-    if not (twin_config.is_file() and paths.config.is_file()) or json.loads(paths.config.read_text()) != json.loads(twin_config.read_text()):
+    if not (twin_config.is_file() and paths.config.is_file()):
+        return None
+    if json.loads(paths.config.read_text()) != json.loads(twin_config.read_text()):
         return None
     item = item_name(SCRATCH, next(iter(twin.variants)), run.size, run.seed)
     return next((r for r in read_csv(twin.default_out / "results.csv")
@@ -129,7 +131,7 @@ def twin_scratch_row(exp: Experiment, paths: Paths, run: Run, budget: Budget) ->
 
 
 def take_twin_row(exp: Experiment, paths: Paths, run: Run, row: dict[str, str]) -> None:
-    twin = f"../{exp.scratch_twin.folder.name}/experiment"
+    twin = exp.twin_out
     append_result(paths.out / "results.csv", {**row, "item": run.item, "variant": run.variant or "-",
                                               "note": f"{row['note']}; run {row['item']} of {twin} {TAKEN_OVER}"})
     print(f"\n{run.item}: the same run as {row['item']} in {twin}/results.csv (test acc {row['test_acc']}), "

@@ -3,6 +3,7 @@ runs it, common/experiment_report.py reports it)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,11 @@ class Experiment:
     # the same seed, fine-tuned by the same flow (one encoder's classifier in two model folders). Its scratch rows
     # logged at the same budget and config are taken over instead of run again; the missing ones run here.
     scratch_twin: Experiment | None = None
+
+    @property
+    def twin_out(self) -> str:
+        """Where the scratch twin logs, as this folder reaches it (`../bert/experiment`)."""
+        return Path(os.path.relpath(self.scratch_twin.default_out, self.folder)).as_posix()
 
     def taken_over(self, row: dict[str, str]) -> bool:
         """Whether a results row is the scratch twin's run, taken over (its note says so)."""

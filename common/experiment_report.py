@@ -199,7 +199,7 @@ def report(exp: Experiment, paths: Paths, budget: Budget) -> None:
     minutes += sum(sum(r["time_s"] for r in json.loads(paths.log(a).read_text())) / 60
                    for a in exp.arms if paths.log(a).is_file())
     taken = [r for r in rows if exp.taken_over(r)]
-    taken_note = (f" The {len(taken)} scratch rows are the runs of `../{exp.scratch_twin.folder.name}/experiment`, "
+    taken_note = (f" The {len(taken)} scratch rows are the runs of `{exp.twin_out}`, "
                   f"the same model, taken over (not counted)." if taken else "")
     section = "\n\n".join([
         f"Budget: pretraining {budget.pretrain_steps} steps x {budget.pretrain_batch} x {budget.n_seq} tokens "
