@@ -120,7 +120,11 @@ def curve_table(exp: Experiment, rows: list[dict[str, str]], sizes: list[int]) -
 
 
 def curve_points(rows: list[dict[str, str]], arm: str, variant: str, sizes: list[int]) -> list[tuple[int, float, float]]:
-    """(labelled reviews, mean, std of test accuracy over seeds) of one line of the curve, at the sizes that ran."""
+    """(labelled reviews, mean, std of test accuracy over seeds) of one line of the curve, at the sizes that ran.
+
+    A size that other lines ran but this one did not is a NaN point between this line's first and last, so the
+    line breaks there instead of drawing a straight segment across a count it has no run at.
+    """
     points = []
     for size in sizes:
         accs = list(accuracies(rows, arm, variant, size).values())
@@ -128,6 +132,12 @@ def curve_points(rows: list[dict[str, str]], arm: str, variant: str, sizes: list
         if accs and n:
             mean, std, _ = _stats(accs)
             points.append((n, mean, std))
+        elif n:
+            points.append((n, math.nan, math.nan))
+    while points and math.isnan(points[-1][1]):
+        points.pop()
+    while points and math.isnan(points[0][1]):
+        points.pop(0)
     return points
 
 

@@ -4,6 +4,7 @@ README section and the plot; a second run skips everything already logged."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -75,6 +76,20 @@ def test_item_names() -> None:
     assert item_name("scratch", "lm0", 1000, 2) == "scratch-lm0-n1k-s2"
     assert item_name("tfidf", "", 0, 1) == "tfidf-nall-s1"
     assert item_name("kowiki", "lm0", 1500, None) == "kowiki-lm0-n1500-s"
+
+
+def test_a_line_of_the_curve_breaks_where_it_has_no_run() -> None:
+    """A size that other lines ran but this one did not is a gap in its line (NaN), not a segment drawn across
+    it; sizes before its first run and after its last are left off."""
+    from common.experiment_report import curve_points
+
+    rows = [{"item": item_name(arm, "max", size, 1), "test_acc": acc, "train_reviews": n}
+            for arm, size, n, acc in (("kowiki", 1000, 1000, 0.70), ("scratch", 5000, 5000, 0.76),
+                                      ("kowiki", 20000, 20000, 0.80), ("scratch", 0, 144995, 0.82))]
+    points = curve_points(rows, "kowiki", "max", [1000, 5000, 20000, 0])
+    assert [n for n, _, _ in points] == [1000, 5000, 20000]
+    assert points[0][1:] == (0.70, 0.0) and points[2][1] == 0.80 and math.isnan(points[1][1])
+    assert curve_points(rows, "scratch", "max", [1000, 5000, 20000, 0])[0][0] == 5000
 
 
 def test_only_arms_keeps_the_baselines_and_the_named_arms() -> None:
