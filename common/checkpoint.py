@@ -10,6 +10,7 @@ is found damaged or missing.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 
 from common.cli import UserError
+from common.config import ModelConfig
 from common.io import atomic_path
 
 
@@ -116,7 +118,8 @@ def check_compatible(state: dict[str, Any], path: str | os.PathLike, config: dic
             f"{saved_vocab.get('fingerprint')}) than {vocab_path} ({config.get('n_vocab')} pieces, {vocab_fingerprint}); "
             f"pass the --vocab it was trained with, or retrain"
         )
-    saved = state.get("config", {})
+    # a key added to ModelConfig after the checkpoint was saved takes its default (e.g. rotary: false)
+    saved = {**{f.name: f.default for f in dataclasses.fields(ModelConfig)}, **state.get("config", {})}
     diff = {k: (saved.get(k), v) for k, v in config.items() if k != "dropout" and saved.get(k) != v}
     if diff:
         shown = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())

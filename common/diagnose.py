@@ -1,7 +1,8 @@
-"""Representation-collapse check of a pretrained checkpoint.
+"""Two checks of whether a trunk learns: representation collapse and the context probe.
 
     python diagnose.py                                 # in a model folder: its save_pretrain.pth, held-out slice
     python diagnose.py --checkpoint save_pretrain.pth.prev
+    python diagnose.py --probe context                 # can the fresh trunk learn to read its neighbours?
 
 Each model folder's diagnose.py runs `diagnose_main` with its pretraining spec
 (pretrain.py's SPEC: the model, the dataset over its token store, data.py's output).
@@ -13,6 +14,14 @@ Near 1.0 means every position carries the same vector: the trunk has collapsed
 to predicting the unigram distribution (the plateau a short pretraining run can
 end on), and a classifier on top of it starts from no information. A trained
 language model keeps positions apart (well below 1.0 in the upper layers).
+
+The context probe (`context_probe`) trains a fresh trunk of the config on a
+synthetic task only context solves: rows "a a b b c c ..." of random ids, one
+token of some pairs replaced by [MASK], the loss on those. The unigram
+distribution is uniform, so the loss stays at ln(n_vocab) until the trunk routes
+each position's twin into it; it prints the step at which the masked tokens are
+all recovered, or "not solved". A masked LM that cannot leave this plateau
+cannot leave the real one (see bert/README.md).
 """
 from __future__ import annotations
 
@@ -26,10 +35,14 @@ from torch import Tensor, nn
 from common.checkpoint import load_checkpoint
 from common.cli import UserError, make_parser, positive_int, run_main
 from common.config import ModelConfig
-from common.layers import Transformer
+from common.layers import LMHead, Transformer
+from common.losses import IGNORE
 from common.paths import rel
 from common.pretrain import PretrainSpec, heldout_split
 from common.token_store import TokenStore
+from common.vocab import MASK_ID
+
+N_SPECIAL = MASK_ID + 1  # ids below are special pieces: never drawn as a probe token
 
 
 def mean_position_similarity(hidden: Tensor, attention_mask: Tensor) -> float:
@@ -64,6 +77,70 @@ def layer_similarities(model: nn.Module, batch: dict[str, Tensor]) -> list[float
             hook.remove()
     mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
     return [mean_position_similarity(out, mask) for out in outputs]
+
+
+def context_batch(n_rows: int, length: int, n_vocab: int, generator: torch.Generator,
+                  mask_share: float = 0.15, causal: bool = False) -> tuple[Tensor, Tensor]:
+    """One batch of the context probe: (input_ids (B, length), targets (B, length)).
+
+    Each row is pairs of one random id ("a a b b ..."); each pair is chosen with probability
+    mask_share (at least one pair a row) and one of its two tokens becomes [MASK] (for a causal trunk
+    the second, the only one its twin precedes). Targets are the original ids there, IGNORE elsewhere."""
+    pairs = torch.randint(N_SPECIAL, n_vocab, (n_rows, length // 2), generator=generator)
+    ids = pairs.repeat_interleave(2, dim=1)
+    chosen = torch.rand(n_rows, length // 2, generator=generator) < mask_share
+    chosen[torch.arange(n_rows), torch.randint(0, length // 2, (n_rows,), generator=generator)] = True
+    second = torch.ones_like(chosen) if causal else torch.rand(n_rows, length // 2, generator=generator) < 0.5
+    position = 2 * torch.arange(length // 2) + second.long()  # (B, length / 2) the masked token of each pair
+    masked = torch.zeros_like(ids, dtype=torch.bool).scatter_(1, position, chosen)
+    return ids.masked_fill(masked, MASK_ID), ids.masked_fill(~masked, IGNORE)
+
+
+def context_probe(trunk: nn.Module, token_embedding: nn.Embedding, cfg: ModelConfig, steps: int, lr: float,
+                  batch: int = 32, length: int = 64, seed: int = 0, check_every: int = 25, solved_acc: float = 0.99,
+                  causal: bool = False, log: bool = False) -> int | None:
+    """Train `trunk` (input_ids, attention_mask -> hidden (B, T, D), or a tuple starting with it) with an
+    MLM head tied to `token_embedding` on the context probe for at most `steps` AdamW steps at `lr`
+    (warmup over the first 5%, then constant; clipping at 1). Returns the first step, checked every
+    `check_every`, at which the masked tokens of a fixed held-out batch are recovered with accuracy >=
+    `solved_acc`; None if never. cfg.n_vocab ids are drawn (the trunk's vocab), cfg.n_seq >= length."""
+    if length % 2 or length > cfg.n_seq:
+        raise ValueError(f"the probe's length must be even and at most n_seq={cfg.n_seq}, got {length}")
+    head = LMHead(cfg, token_embedding, transform=True)
+    params = list({id(p): p for p in [*trunk.parameters(), *head.parameters()]}.values())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    generator = torch.Generator().manual_seed(seed)
+    heldout_ids, heldout_targets = context_batch(4 * batch, length, cfg.n_vocab, torch.Generator().manual_seed(seed + 1),
+                                                 causal=causal)
+
+    def hidden_of(input_ids: Tensor) -> Tensor:
+        out = trunk(input_ids, torch.ones_like(input_ids))
+        return out[0] if isinstance(out, tuple) else out
+
+    trunk.train()
+    for step in range(1, steps + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, step / warmup)
+        input_ids, targets = context_batch(batch, length, cfg.n_vocab, generator, causal=causal)
+        loss, _ = head.loss(hidden_of(input_ids).flatten(0, 1), targets.flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        if step % check_every == 0 or step == steps:
+            trunk.eval()
+            with torch.no_grad():
+                _, metrics = head.loss(hidden_of(heldout_ids).flatten(0, 1), heldout_targets.flatten())
+            trunk.train()
+            acc = float(metrics["acc"][0]) / float(metrics["acc"][1])
+            if log:
+                print(f"step {step}: train loss {float(loss.detach()):.3f}, held-out acc {acc:.3f} "
+                      f"(chance {1 / (cfg.n_vocab - N_SPECIAL):.4f}, loss at chance {np.log(cfg.n_vocab - N_SPECIAL):.2f})",
+                      flush=True)
+            if acc >= solved_acc:
+                return step
+    return None
 
 
 def diagnose(spec: PretrainSpec, checkpoint: Path, store_dir: Path | None, n_instances: int, seed: int) -> None:

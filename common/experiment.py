@@ -120,7 +120,7 @@ def twin_scratch_row(exp: Experiment, paths: Paths, run: Run, budget: Budget) ->
     twin = exp.scratch_twin
     if twin is None or run.arm != SCRATCH or paths.out != exp.default_out.resolve():
         return None
-    twin_config = twin.folder / "config_half.json"
+    twin_config = twin.folder / twin.config
     if not (twin_config.is_file() and paths.config.is_file()):
         return None
     if json.loads(paths.config.read_text()) != json.loads(twin_config.read_text()):
@@ -213,7 +213,7 @@ def experiment_main(exp: Experiment) -> None:
     parser.add_argument("--train", default=rel(NSMC_TRAIN_JSON), help="NSMC train file (from data/nsmc.py)")
     parser.add_argument("--test", default=rel(NSMC_TEST_JSON), help="NSMC test file (from data/nsmc.py)")
     add_vocab_option(parser)
-    parser.add_argument("--config", default=rel(exp.folder / "config_half.json"), help="model config JSON")
+    parser.add_argument("--config", default=rel(exp.folder / exp.config), help="model config JSON")
     parser.add_argument("--readme", default=rel(exp.folder / "README.md"), help="README whose experiment section is redrawn")
     parser.set_defaults(**exp.defaults)
     args = parser.parse_args()

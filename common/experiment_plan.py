@@ -50,6 +50,9 @@ class Experiment:
     # the same seed, fine-tuned by the same flow (one encoder's classifier in two model folders). Its scratch rows
     # logged at the same budget and config are taken over instead of run again; the missing ones run here.
     scratch_twin: Experiment | None = None
+    # the model config of every run, relative to the folder: the encoders' experiments use
+    # experiment/config.json (config_half.json with rotary attention, see bert/README.md)
+    config: str = "config_half.json"
 
     @property
     def twin_out(self) -> str:

@@ -208,6 +208,10 @@ def export_checkpoint(spec: ExportSpec, model_path: str | os.PathLike, vocab_pat
     if "config" not in state:
         raise UserError(f"{model_path} holds no model config: not a checkpoint of this project")
     check_compatible(state, model_path, state["config"], vocab.fingerprint, vocab_path)
+    if state["config"].get("rotary"):
+        raise UserError(f"{model_path} uses rotary attention (config rotary: true), which Hugging Face's "
+                        f"{'OpenAIGPTModel' if spec.name == 'gpt' else 'BertModel'} does not have: an export "
+                        f"would not give this model's logits. Export a model trained with rotary: false")
     exported = export_state(spec, state)
     cfg = ModelConfig(**state["config"])
     info = {"source": model_path.name, "kind": state["kind"], "hf_class": type(exported.model).__name__,

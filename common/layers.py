@@ -4,6 +4,8 @@ Post-LayerNorm layers as in the GPT-1 and BERT papers (and Hugging Face's
 `OpenAIGPTModel` / `BertModel`): x = LN(x + Dropout(Attn(x))); x = LN(x + Dropout(FFN(x))).
 Attention runs on `torch.nn.functional.scaled_dot_product_attention`, which
 picks a fused kernel (flash / memory-efficient) where the device has one.
+`ModelConfig.rotary` adds rotary position embeddings to the queries and keys
+(a deviation from the papers; the encoders' experiment uses it, see bert/README.md).
 
 Shapes: B = batch, T = sequence length, D = d_hidn, H = n_head, Dh = D / H.
 `attention_mask` is (B, T) with 1 (or True) at real tokens and 0 at padding.
@@ -90,6 +92,25 @@ class KVCache:
         return (seen | (s == slots[:, None]))[:, None]
 
 
+def rotary_tables(positions: Tensor, d_head: int) -> tuple[Tensor, Tensor]:
+    """(cos, sin) of the rotary angles position x 10000^(-2i / d_head), i < d_head / 2 (Su et al., 2021):
+    (T, d_head / 2) for positions (T,), (B, 1, T, d_head / 2) for positions (B, T), broadcasting over heads."""
+    inverse = 10000.0 ** (-torch.arange(0, d_head, 2, device=positions.device, dtype=torch.float32) / d_head)
+    angles = positions.float()[..., None] * inverse
+    if positions.dim() == 2:
+        angles = angles[:, None]
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
+    """Queries or keys (B, H, T, Dh) rotated by their positions' angles: coordinate i of each head's first
+    half is paired with coordinate i of its second half (the GPT-NeoX layout), so q . k depends on the
+    positions only through their difference."""
+    cos, sin = rotary
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused QKV projection."""
 
@@ -108,12 +129,16 @@ class SelfAttention(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         slots: Tensor | None = None,
+        rotary: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """x (B, T, D) -> (B, T, D). attn_mask: bool, broadcastable to (B, H, T, S), True = may attend.
         With `cache`, this layer's keys/values are written at `slots` (T,) and the queries attend
-        over the whole cache; attn_mask is then the cache's mask (causality and padding)."""
+        over the whole cache; attn_mask is then the cache's mask (causality and padding).
+        rotary: the (cos, sin) tables of the tokens' positions (`rotary_tables`), or None."""
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.d_head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, Dh)
+        if rotary is not None:  # before caching: a cached key keeps the rotation of its own position
+            q, k = rotate(q, rotary), rotate(k, rotary)
         if cache is not None:
             cache.keys[layer].index_copy_(2, slots, k)  # in place: nothing allocated, nothing concatenated
             cache.values[layer].index_copy_(2, slots, v)
@@ -161,8 +186,8 @@ class TransformerLayer(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None, is_causal: bool, cache: KVCache | None = None, layer: int = 0,
-                slots: Tensor | None = None) -> Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention(x, attn_mask, is_causal, cache, layer, slots)))
+                slots: Tensor | None = None, rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, attn_mask, is_causal, cache, layer, slots, rotary)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
@@ -207,8 +232,12 @@ class Transformer(nn.Module):
             # the mask is always passed: the check would read the data and break the graph.
             if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
                 attn_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys that may be attended
+        rotary = None
+        if self.cfg.rotary:  # once for every layer
+            positions = cache.positions(slots) if cache is not None else torch.arange(input_ids.size(1), device=x.device)
+            rotary = rotary_tables(positions, self.cfg.d_head)
         for i, layer in enumerate(self.layers):
-            x = layer(x, attn_mask, self.causal, cache, i, slots)
+            x = layer(x, attn_mask, self.causal, cache, i, slots, rotary)
         return x
 
 

@@ -1,12 +1,12 @@
 """What pretraining buys SpanBERT on NSMC: the experiment behind README.md's results.
 
 Three pretrainings at one token budget (span masking, MLM + SBO), each a token store of data.py:
-- kowiki: the Wikipedia slice alone, SpanBERT's own kind of text (first: the pooling
-  variants and the comparison with BERT are read on it);
-- kowiki+reviews: the Wikipedia segments with the packed reviews in front;
 - reviews: the NSMC train split's review text alone (task-adaptive pretraining,
   Gururangan et al. 2020; the dev split is left out, the test file refused),
-  packed into [CLS] r1 [SEP] r2 [SEP] ... segments (a span never crosses a [SEP]).
+  packed into [CLS] r1 [SEP] r2 [SEP] ... segments (a span never crosses a [SEP]);
+  first, as in BERT's experiment: the task's own text, and the arm the two encoders are compared on;
+- kowiki: the Wikipedia slice alone, SpanBERT's own kind of text;
+- kowiki+reviews: the Wikipedia segments with the packed reviews in front.
 Then train.py from scratch and from each, along the label curve, with the classifier
 on [CLS] (the plain runs) and, from the first pretraining, on the mean and the max of
 the hidden states (--logit). See common/experiment_plan.py.
@@ -23,10 +23,9 @@ from common.experiment_plan import Arm, Experiment
 EXPERIMENT = Experiment(
     folder=Path(__file__).resolve().parent,
     variants={"cls": ["--logit", "cls"], "mean": ["--logit", "mean"], "max": ["--logit", "max"]},
-    # Wikipedia first: the pooling variants run on it, and it is the pretraining SpanBERT's paper compares
-    # with BERT's; the reviews-alone arm comes last (on BERT it moved the curve least, see ../bert/README.md)
-    arms=[Arm("kowiki", kowiki=True, reviews=False), Arm("kowiki+reviews", kowiki=True, reviews=True),
-          Arm("reviews", kowiki=False, reviews=True)],
+    # the task's own text first, as BERT's (the arm the two encoders are compared on), then Wikipedia
+    arms=[Arm("reviews", kowiki=False, reviews=True), Arm("kowiki", kowiki=True, reviews=False),
+          Arm("kowiki+reviews", kowiki=True, reviews=True)],
     first_arm_only=["mean", "max"],
     heldout_columns=[("Held-out MLM acc", "mlm"), ("Held-out SBO acc", "sbo")],
     # the same encoder and budget pretrained with whole-word MLM + NSP: the comparison SpanBERT's paper makes
@@ -34,6 +33,7 @@ EXPERIMENT = Experiment(
     # on [CLS] without pretraining this is BERT's classifier, run for run (tests/test_spanbert.py): its scratch
     # rows are taken from ../bert/experiment where they are logged at the same budget
     scratch_twin=BERT_EXPERIMENT,
+    config="experiment/config.json",  # BERT's: config_half.json with rotary attention (../bert/README.md)
 )
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ few optimizer steps of its own training loss from the usual initialization.
 """
 from __future__ import annotations
 
+import dataclasses
 import runpy
 import sys
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -25,7 +27,7 @@ from common.cli import UserError  # noqa: E402
 from common.config import ModelConfig  # noqa: E402
 from common.nsmc import read_nsmc_tsv  # noqa: E402
 from common.encoder import BertModel, wrap_cls_sep  # noqa: E402
-from common.export import export_checkpoint, require_transformers  # noqa: E402
+from common.export import export_checkpoint, load_into, require_transformers  # noqa: E402
 from common.hf_encoder import bert_hf_config, import_bert  # noqa: E402
 from common.layers import masked_mean  # noqa: E402
 from common.paths import REPO_ROOT, SAMPLE_DIR  # noqa: E402
@@ -395,3 +397,60 @@ def test_missing_transformers_is_a_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
     with pytest.raises(UserError, match="requirements-extra.txt"):
         require_transformers()
+
+
+def test_bert_mlm_training_tracks_hugging_face(vocab, tmp_path, sample_corpus):
+    """The training side, not only the forward: the same batches (bert/pretrain.py's collate and whole-word
+    masks over a store of packed reviews, no NSP) through our BertForPreTraining and Hugging Face's
+    BertForMaskedLM started from the same weights, each with the project's AdamW groups, warmup and
+    clipping, give the same loss at every step and the same weights after them. A wrong parameter group,
+    an untied or doubly counted embedding, a loss over the wrong slots or a bias outside the optimizer would
+    part the curves within a few steps."""
+    from bert.data import build
+    from bert.pretrain import PretrainingDataset
+    from common.encoder_data import init_vocab_heads
+    from common.hf_encoder import bert_trunk_to_hf
+    from common.pretrain import Subset
+    from common.token_store import TokenStore
+    from common.train_options import make_optimizer
+    from bert.export import pretraining_heads_to_hf
+
+    build("none", str(tmp_path / "store"), 48, vocab.path, workers=1, extra=str(sample_corpus["train"]),
+          test_path=str(sample_corpus["test"]))
+    cfg = dataclasses.replace(BERT_CFG, dropout=0.0).with_vocab(len(vocab))
+    data = PretrainingDataset(TokenStore(tmp_path / "store"), cfg)
+    torch.manual_seed(0)
+    ours = BertForPreTraining(cfg)
+    init_vocab_heads(ours, Subset(data, np.arange(len(data))))
+    sd = ours.state_dict()
+    theirs = transformers.BertForMaskedLM(bert_hf_config(cfg))
+    weights = {**{f"bert.{k}": v for k, v in bert_trunk_to_hf(sd, "trunk.", cfg).items() if not k.startswith("pooler")},
+               **{k: v for k, v in pretraining_heads_to_hf(sd).items() if k.startswith("cls.predictions")}}
+    load_into(theirs, weights)
+    assert theirs.cls.predictions.decoder.weight is theirs.bert.embeddings.word_embeddings.weight  # tied there too
+    steps, lr = 12, 2e-3
+    optimizers = [make_optimizer(m, lr, 0.01, fused=False) for m in (ours, theirs)]
+    losses: list[list[float]] = [[], []]
+    for step in range(steps):
+        torch.manual_seed(step % 3)  # three batches, each seen four times: the loss must fall
+        batch = data.collate(np.arange(step % 3 * 8, step % 3 * 8 + 8))
+        labels = torch.full_like(batch["input_ids"], -100)
+        used = batch["mlm_labels"] != PAD_ID
+        labels.scatter_(1, batch["mlm_positions"], torch.where(used, batch["mlm_labels"], -100))
+        loss_ours = ours(**batch)[0]
+        loss_theirs = theirs(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             token_type_ids=batch["token_type_ids"], labels=labels).loss
+        for model, optimizer, loss, log in zip((ours, theirs), optimizers, (loss_ours, loss_theirs), losses):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * min(1.0, (step + 1) / 3)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            log.append(float(loss.detach()))
+    assert sum(losses[0][-3:]) < sum(losses[0][:3]) - 1.5, losses  # it trained
+    assert max(abs(a - b) for a, b in zip(*losses)) < 1e-4, losses
+    after = {f"bert.{k}": v for k, v in bert_trunk_to_hf(ours.state_dict(), "trunk.", cfg).items()}
+    for name, value in theirs.state_dict().items():
+        if name in after:
+            assert_close(after[name], value)

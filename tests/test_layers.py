@@ -1,28 +1,31 @@
 """The Transformer blocks: padding, causality, the KV cache and pooling, on exact small cases."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from common.config import ModelConfig
-from common.layers import KVCache, Transformer, last_token, masked_max, masked_mean
+from common.layers import KVCache, Transformer, last_token, masked_max, masked_mean, rotary_tables, rotate
 from common.losses import IGNORE, linear_cross_entropy
 
 CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=64, n_seq=16, n_segment=2, dropout=0.0, n_vocab=50)
 
 
-def trunk(causal: bool, emb_ln: bool = True) -> Transformer:
+def trunk(causal: bool, emb_ln: bool = True, rotary: bool = False) -> Transformer:
     torch.manual_seed(0)
-    return Transformer(CFG, causal=causal, embedding_layer_norm=emb_ln).eval()
+    return Transformer(dataclasses.replace(CFG, rotary=rotary), causal=causal, embedding_layer_norm=emb_ln).eval()
 
 
 SEQS = [[7, 8, 9, 10, 11, 12, 13], [20, 21, 22], [30, 31, 32, 33, 34]]
 
 
+@pytest.mark.parametrize("rotary", [False, True])
 @pytest.mark.parametrize("causal", [False, True])
-def test_padded_batch_equals_each_sequence_alone(padded, causal: bool) -> None:
-    model = trunk(causal)
+def test_padded_batch_equals_each_sequence_alone(padded, causal: bool, rotary: bool) -> None:
+    model = trunk(causal, rotary=rotary)
     ids, mask = padded(SEQS)
     with torch.no_grad():
         batch_out = model(ids, attention_mask=mask)
@@ -61,8 +64,9 @@ def test_padding_tokens_are_not_attended_to(padded) -> None:
     torch.testing.assert_close(a[mask.bool()], b[mask.bool()], atol=1e-6, rtol=1e-6)
 
 
-def test_kv_cache_matches_full_recomputation() -> None:
-    model = trunk(causal=True, emb_ln=False)
+@pytest.mark.parametrize("rotary", [False, True])
+def test_kv_cache_matches_full_recomputation(rotary: bool) -> None:
+    model = trunk(causal=True, emb_ln=False, rotary=rotary)
     ids = torch.tensor([[3, 9, 4, 11, 25, 6, 7, 30, 2]])
     slots = torch.arange(16)
     with torch.no_grad():
@@ -75,10 +79,11 @@ def test_kv_cache_matches_full_recomputation() -> None:
     torch.testing.assert_close(incremental, full, atol=1e-5, rtol=1e-5)
 
 
-def test_left_padded_rows_in_the_kv_cache_match_each_row_alone() -> None:
+@pytest.mark.parametrize("rotary", [False, True])
+def test_left_padded_rows_in_the_kv_cache_match_each_row_alone(rotary: bool) -> None:
     """Rows of a batch padded on the left (their positions count from their first real token) get
     the hidden states each gets alone; the garbage in the padded slots leaks nowhere."""
-    model = trunk(causal=True, emb_ln=False)
+    model = trunk(causal=True, emb_ln=False, rotary=rotary)
     rows = [[3, 9, 4, 11, 25], [7, 30], [5, 6, 8]]
     pads = torch.tensor([5 - len(r) for r in rows])
     ids = torch.tensor([[17] * (5 - len(r)) + r for r in rows])
@@ -92,6 +97,31 @@ def test_left_padded_rows_in_the_kv_cache_match_each_row_alone() -> None:
             alone = model(torch.tensor([r + [12 + b]]))
             torch.testing.assert_close(prefix[b, pads[b]:], alone[0, :-1], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(step[b, 0], alone[0, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_rotary_scores_depend_on_the_offset_only() -> None:
+    """q . k of rotated queries and keys is the same for positions (i, j) and (i + s, j + s), and differs
+    between offsets; rotating keeps each vector's norm."""
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+
+    def score(i: int, j: int) -> float:
+        return float((rotate(q, rotary_tables(torch.tensor([i]), 8)) * rotate(k, rotary_tables(torch.tensor([j]), 8))).sum())
+
+    assert abs(score(3, 1) - score(10, 8)) < 1e-5 and abs(score(0, 5) - score(7, 12)) < 1e-5
+    assert abs(score(3, 1) - score(3, 2)) > 1e-3
+    assert abs(float(rotate(q, rotary_tables(torch.tensor([9]), 8)).norm()) - float(q.norm())) < 1e-5
+    batched = rotary_tables(torch.tensor([[0, 1], [5, 6]]), 8)[0]  # (B, 1, T, Dh / 2): broadcasts over heads
+    assert batched.shape == (2, 1, 2, 4)
+
+
+def test_rotary_config_changes_what_attention_sees() -> None:
+    """Same weights with and without rotary: different outputs (the option is not silently ignored)."""
+    plain, rotary = trunk(causal=False), trunk(causal=False, rotary=True)
+    rotary.load_state_dict(plain.state_dict())
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    with torch.no_grad():
+        assert not torch.allclose(plain(ids), rotary(ids), atol=1e-4)
 
 
 def test_sequence_longer_than_n_seq_is_refused() -> None:
