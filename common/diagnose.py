@@ -25,6 +25,7 @@ cannot leave the real one (see bert/README.md).
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from torch import Tensor, nn
 
 from common.checkpoint import load_checkpoint
 from common.cli import UserError, make_parser, positive_int, run_main
-from common.config import ModelConfig
+from common.config import ModelConfig, load_config
 from common.layers import LMHead, Transformer
 from common.losses import IGNORE
 from common.paths import rel
@@ -168,14 +169,42 @@ def diagnose(spec: PretrainSpec, checkpoint: Path, store_dir: Path | None, n_ins
         print(f"| {'embeddings' if i == 0 else f'layer {i}'} | {a:.3f} | {b:.3f} |")
 
 
+def probe_context(spec: PretrainSpec, config: str, steps: int, lr: float, n_vocab: int, length: int, seed: int) -> None:
+    """Run the context probe on a fresh trunk of `config` (dropout 0) and print where it is solved."""
+    cfg = dataclasses.replace(load_config(config), dropout=0.0, n_vocab=n_vocab)
+    if cfg.n_seq < length:
+        raise UserError(f"{config}: n_seq {cfg.n_seq} is shorter than the probe's --length {length}")
+    torch.manual_seed(seed)
+    trunk = spec.build_model(cfg).trunk
+    transformer = next(m for m in trunk.modules() if isinstance(m, Transformer))
+    print(f"{spec.name} trunk of {config} (rotary {str(cfg.rotary).lower()}): context probe, rows of {length} "
+          f"tokens in pairs of {n_vocab - N_SPECIAL} ids, lr {lr:g}, up to {steps} steps")
+    solved = context_probe(trunk, transformer.embeddings.token, cfg, steps, lr, length=length, seed=seed,
+                           causal=transformer.causal, log=True)
+    print(f"solved at step {solved}" if solved else f"not solved in {steps} steps: the trunk does not learn to read "
+          f"its neighbours (the plateau of bert/README.md)")
+
+
 def diagnose_main(spec: PretrainSpec) -> None:
     """`python diagnose.py` of one model folder."""
     parser = make_parser(__doc__.splitlines()[0])
+    parser.add_argument("--probe", choices=["collapse", "context"], default="collapse",
+                        help="collapse: the similarity table of a checkpoint; context: train a fresh trunk on the "
+                             "context probe")
     parser.add_argument("--checkpoint", default=None, help="pretraining checkpoint; None: <model>/save_pretrain.pth")
     parser.add_argument("--input", default=None, help="token store; None: the model's data.py output")
     parser.add_argument("--instances", type=positive_int, default=8, help="held-out instances to probe")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fresh model and of any masking")
+    parser.add_argument("--config", default=rel(spec.folder / "config_half.json"),
+                        help="context probe: the model config of the trunk (experiment/config.json: the experiment's)")
+    parser.add_argument("--steps", type=positive_int, default=1000, help="context probe: most training steps")
+    parser.add_argument("--lr", type=float, default=1e-3, help="context probe: AdamW learning rate")
+    parser.add_argument("--probe_vocab", type=positive_int, default=1000, help="context probe: ids drawn")
+    parser.add_argument("--length", type=positive_int, default=64, help="context probe: tokens per row (even)")
     args = parser.parse_args()
+    if args.probe == "context":
+        run_main(lambda: probe_context(spec, args.config, args.steps, args.lr, args.probe_vocab, args.length, args.seed))
+        return
     checkpoint = Path(args.checkpoint) if args.checkpoint else spec.folder / "save_pretrain.pth"
     run_main(lambda: diagnose(spec, checkpoint, Path(args.input) if args.input else None, args.instances, args.seed))
 

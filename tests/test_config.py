@@ -19,15 +19,19 @@ def write(tmp_path: Path, obj: object) -> Path:
     return p
 
 
-@pytest.mark.parametrize("path", sorted(REPO_ROOT.glob("*/config*.json")), ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", sorted([*REPO_ROOT.glob("*/config*.json"), *REPO_ROOT.glob("*/experiment/config.json")]),
+                         ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_shipped_configs_load(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.d_hidn % cfg.n_head == 0
+    # the papers' architectures by default; rotary attention only in the encoders' experiment config
+    assert cfg.rotary == (path.parent.name == "experiment")
 
 
 def test_good_config(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, GOOD))
-    assert cfg.d_head == 8 and cfg.dropout == 0.1 and cfg.with_vocab(100).n_vocab == 100
+    assert cfg.d_head == 8 and cfg.dropout == 0.1 and cfg.with_vocab(100).n_vocab == 100 and not cfg.rotary
+    assert load_config(write(tmp_path, {**GOOD, "rotary": True})).rotary
 
 
 @pytest.mark.parametrize("change, message", [
@@ -37,6 +41,8 @@ def test_good_config(tmp_path: Path) -> None:
     ({"n_heads": 4}, "unknown key"),
     ({"d_ff": "big"}, "d_ff must be int"),
     ({"n_seq": None}, "n_seq must be int"),
+    ({"rotary": 1}, "rotary must be bool"),
+    ({"rotary": True, "d_hidn": 36, "n_head": 4}, "rotary needs an even head size"),
 ])
 def test_bad_values_are_named(tmp_path: Path, change: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):

@@ -454,3 +454,11 @@ def test_bert_mlm_training_tracks_hugging_face(vocab, tmp_path, sample_corpus):
     for name, value in theirs.state_dict().items():
         if name in after:
             assert_close(after[name], value)
+
+
+def test_a_rotary_checkpoint_is_refused_by_export(vocab, tmp_path):
+    """Hugging Face's BertModel has no rotary attention: exporting such a model would give other logits."""
+    model = BertForPreTraining(dataclasses.replace(BERT_CFG, rotary=True).with_vocab(len(vocab)))
+    with pytest.raises(UserError, match="rotary attention"):
+        export(model, "bert-pretrain", vocab, tmp_path)
+    assert not (tmp_path / "bert-pretrain-hf").exists()

@@ -147,3 +147,16 @@ def test_rank_state_of_a_checkpoint_written_by_another_number_of_ranks(capsys) -
     assert totals == {} and window == [0.0, 0, 0]
     expected = torch.Generator().manual_seed(rank_seed(3, 2)).get_state()
     assert torch.equal(torch.get_rng_state(), expected)
+
+
+def test_a_config_key_newer_than_the_checkpoint_takes_its_default(tmp_path: Path) -> None:
+    """A checkpoint saved before ModelConfig.rotary existed fits a config with rotary false (the default)
+    and is refused, naming the key, by one with rotary true."""
+    from common.checkpoint import load_compatible
+
+    cfg = ModelConfig(n_layer=1, d_hidn=8, n_head=2, d_ff=16, n_seq=8, n_vocab=20)
+    old = {k: v for k, v in cfg.to_dict().items() if k != "rotary"}
+    save_checkpoint(tmp_path / "old.pth", {"config": old, "vocab": {"fingerprint": "f", "size": 20}, "model": {}})
+    assert load_compatible(tmp_path / "old.pth", cfg.to_dict(), "f", "v.model")["config"] == old
+    with pytest.raises(UserError, match="rotary: checkpoint False vs config True"):
+        load_compatible(tmp_path / "old.pth", {**cfg.to_dict(), "rotary": True}, "f", "v.model")
