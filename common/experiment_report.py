@@ -238,9 +238,10 @@ def report(exp: Experiment, paths: Paths, budget: Budget) -> None:
     update_readme(readme, section, BEGIN, END)
     img = readme.parent / "img"
     plot_curve(exp, rows, sizes, img / "label_curve.svg")
-    arms = {arm.name: curve_log(paths.checkpoint(arm)) for arm in exp.arms}
-    plot_pretraining({k: v for k, v in arms.items() if v is not None}, img / "pretrain_arms.svg",
-                     "each arm on its own store's held-out tail (a run logged before the step log: its end only)",
+    arms = {arm.name: log for arm in exp.arms if (log := curve_log(paths.checkpoint(arm))) is not None}
+    end_only = any(log.suffix == ".json" for log in arms.values())  # a run logged before the step log
+    plot_pretraining(arms, img / "pretrain_arms.svg", "each arm on its own store's held-out tail"
+                     + (" (a run logged before the step log: its end only)" if end_only else ""),
                      tokens_per_step=budget.pretrain_batch * budget.n_seq)
     if recipe:
         plot_pretraining(recipe, img / "pretrain_recipe.svg",

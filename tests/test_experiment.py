@@ -128,8 +128,8 @@ def test_encoder_experiment_runs_every_arm(model: str, tmp_path: Path, sample_co
     plain = "" if model == "bert" else "cls"
     arms = ["scratch", "reviews", "kowiki", "kowiki+reviews"]
     expected = {item_name(a, plain, 60, 1) for a in arms} | {item_name("tfidf", "", 60, 1)}
-    if model == "spanbert":  # the pooling variants, from the first pretraining
-        expected |= {item_name("kowiki", v, 60, 1) for v in ("mean", "max")}
+    if model == "spanbert":  # the pooling variants, from the first pretraining (the reviews)
+        expected |= {item_name("reviews", v, 60, 1) for v in ("mean", "max")}
     assert rows == expected
     meta = json.loads((tmp_path / f"reviews_{model}32" / "meta.json").read_text())
     assert meta["n_articles"] == 0 and meta["n_instances"] == meta["n_review_instances"] > 0
