@@ -52,9 +52,10 @@ def plan_flops(cfg: ModelConfig, lengths: np.ndarray, plan: list[np.ndarray], lm
 
 def finetune_case(ctx: Context, name: str, encoded: list[list[int]], labels: np.ndarray) -> FinetuneResult:
     s, rt = ctx.settings, ctx.runtime
-    spec = importlib.import_module(f"{name}.train").SPEC
+    script = importlib.import_module(f"{name}.train")
+    lr = script.parse_args([]).lr  # train.py's default
     cfg = ctx.config(name)
-    reviews = [np.asarray(spec.wrap(ids, cfg.n_seq), dtype=np.int64) for ids in encoded]
+    reviews = [np.asarray(script.wrap(ids, cfg.n_seq), dtype=np.int64) for ids in encoded]
     dataset = ReviewDataset(reviews, labels)
     # Each pipeline's first batches of an epoch over all reviews, as train.py would draw them.
     bucketed = length_bucketed_batches(dataset.lengths, s.finetune_batch, s.seed, epoch=0)[: s.finetune_batches]
@@ -63,15 +64,15 @@ def finetune_case(ctx: Context, name: str, encoded: list[list[int]], labels: np.
         raise ValueError(f"not one batch of {s.finetune_batch} among {len(dataset)} reviews")
 
     torch.manual_seed(s.seed)
-    model = spec.build_model(cfg, spec.options())  # the defaults of train.py: GPT --lm 0, SpanBERT --logit cls
+    model = script.classifier(cfg, {})  # the defaults of train.py: GPT --lm 0, SpanBERT --logit cls
     with torch.no_grad():
         model.classifier.bias.zero_()  # OpenAIGPT's score has no bias: start both from the same function
     hf_model, attn = (hf.gpt_classifier if name == "gpt" else hf.bert_classifier)(model, cfg)
     first = to_device(dataset.collate(bucketed[0]), ctx.device)
-    ours = Contender(model, ours_loss, rt, spec.default_lr)
-    theirs = Contender(hf_model, hf_loss, rt, spec.default_lr)
+    ours = Contender(model, ours_loss, rt, lr)
+    theirs = Contender(hf_model, hf_loss, rt, lr)
     difference = hf.max_logit_difference(model, hf_model, first)
-    old = Contender(classic.classifier(name, cfg), ours_loss, rt, spec.default_lr)
+    old = Contender(classic.classifier(name, cfg), ours_loss, rt, lr)
 
     def classic_collate(idx: np.ndarray) -> dict[str, Tensor]:
         return classic.collate(reviews, labels, idx)

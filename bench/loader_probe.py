@@ -1,7 +1,7 @@
 """The pretraining loader alone, in a process of its own, for its memory (benchmark case 3).
 
 Opens a token store with common.token_store.TokenStore, wraps it in the model's
-pretraining dataset (its pretrain.py SPEC), collates random batches as the
+pretraining dataset (its pretrain.py's), collates random batches as the
 trainer does, and prints one JSON line: the peak RSS (VmHWM) and the peak
 anonymous RSS (RssAnon, sampled after every batch).
 
@@ -15,7 +15,6 @@ corpus; a memmap loader keeps it flat.
 """
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -38,10 +37,11 @@ def status_kb(field: str) -> int:
 
 
 def probe(model: str, store_path: str, config: str, batch: int, batches: int, seed: int) -> dict[str, int]:
-    spec = importlib.import_module(f"{model}.pretrain").SPEC
+    from bench.pretrain import pretraining
+
     store = TokenStore(store_path)
     cfg = load_config(config).with_vocab(int(store.meta["vocab_size"]))
-    dataset = spec.open_dataset(store, cfg)
+    dataset = pretraining(model)[1](store, cfg)
     rng = np.random.default_rng(seed)
     peak_anon = status_kb("RssAnon")
     tokens = 0

@@ -35,11 +35,20 @@ class PretrainResult:
     full_logits: Measurement | None = None  # ours with the vocab heads' loss on full logits (before the chunked one)
 
 
+def pretraining(name: str) -> tuple[type, type, float]:
+    """A model's pretraining pieces as its pretrain.py defines them: the model class, the dataset over a
+    token store, and pretrain.py's default --lr."""
+    module = importlib.import_module(f"{name}.pretrain")
+    model = {"gpt": "GPTLMHeadModel", "bert": "BertForPreTraining", "spanbert": "SpanBertForPreTraining"}[name]
+    dataset = "WindowDataset" if name == "gpt" else "PretrainingDataset"
+    return getattr(module, model), getattr(module, dataset), module.parse_args([]).lr
+
+
 def pretraining_batches(ctx: Context, name: str, cfg: ModelConfig, n: int) -> tuple[list[dict[str, Tensor]], float]:
     """n batches drawn as the trainer draws them (random instances of the store through the model's
     pretraining dataset: windows for GPT, fresh masks for BERT / SpanBERT); and collate ms per batch."""
-    spec = importlib.import_module(f"{name}.pretrain").SPEC
-    dataset = spec.open_dataset(TokenStore(ctx.stores.build(name, 1).store), cfg)
+    _, open_dataset, _ = pretraining(name)
+    dataset = open_dataset(TokenStore(ctx.stores.build(name, 1).store), cfg)
     size = ctx.settings.pretrain_batch
     rng = np.random.default_rng(ctx.settings.seed)
     torch.manual_seed(ctx.settings.seed)  # the masks' generator draws from torch's RNG
@@ -91,16 +100,16 @@ def with_full_logits_loss(model: nn.Module) -> nn.Module:
 def pretrain_case(ctx: Context, name: str, config_file: str = "config_half.json",
                   profile: bool = False) -> PretrainResult:
     s, rt = ctx.settings, ctx.runtime
-    spec = importlib.import_module(f"{name}.pretrain").SPEC
+    build_model, _, lr = pretraining(name)
     cfg = ctx.config(name, config_file)
     batches, collate_ms = pretraining_batches(ctx, name, cfg, s.reps + 1)
     hf_batches = [hf.pretraining_batch(name, b) for b in batches]
     torch.manual_seed(s.seed)
-    ours = Contender(spec.build_model(cfg), ours_loss, rt, spec.default_lr)
+    ours = Contender(build_model(cfg), ours_loss, rt, lr)
     torch.manual_seed(s.seed)  # the same initial weights
-    full = Contender(with_full_logits_loss(spec.build_model(cfg)), ours_loss, rt, spec.default_lr)
+    full = Contender(with_full_logits_loss(build_model(cfg)), ours_loss, rt, lr)
     hf_model, attn = hf.pretraining_model(name, cfg)
-    theirs = Contender(hf_model, hf_loss, rt, spec.default_lr)
+    theirs = Contender(hf_model, hf_loss, rt, lr)
     on_device = [to_device(b, ctx.device) for b in batches]
     hf_on_device = [to_device(b, ctx.device) for b in hf_batches]
     ours.step(on_device[0]), full.step(on_device[0]), theirs.step(hf_on_device[0])  # warm-up (one whole batch is plenty)

@@ -3,8 +3,10 @@
   python diagnose.py                                   # save_pretrain.pth on the held-out slice
   python diagnose.py --checkpoint save_pretrain.pth.prev
 """
-from common.diagnose import diagnose_main
-from bert.pretrain import SPEC
+from bert.data import DEFAULT_OUTPUT
+from bert.model import BertForPreTraining
+from bert.pretrain import PretrainingDataset
+from common.diagnose import Pretraining, diagnose_main
 
 if __name__ == "__main__":
-    diagnose_main(SPEC)
+    diagnose_main(Pretraining("bert", BertForPreTraining, PretrainingDataset, DEFAULT_OUTPUT))

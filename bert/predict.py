@@ -1,6 +1,6 @@
 """Classify reviews with a fine-tuned BERT: python predict.py "리뷰 문장" [...] or --file reviews.txt"""
-from common.predict import predict_main
-from bert.train import SPEC
+from bert.train import classifier, wrap
+from common.predict import Classifier, predict_main
 
 if __name__ == "__main__":
-    predict_main(SPEC)
+    predict_main(Classifier("bert", wrap, classifier))

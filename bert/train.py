@@ -1,32 +1,88 @@
 """Fine-tune BERT on NSMC (run pretrain.py first, or it trains from scratch and says so).
 
-What is special to BERT: [CLS] review [SEP], classified from the pooled [CLS]
-state; it takes no options of its own. The rest is common/finetune.py.
+    python train.py               # from save_pretrain.pth when there is one, else from scratch
+
+What is special to BERT: [CLS] review [SEP], classified from the pooled [CLS] state (model.py's
+BertForSequenceClassification); it takes no options of its own. The loop is `main()` below; common/finetune.py reads
+and splits NSMC, loads the pretrained weights and writes the report.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
 from pathlib import Path
+from typing import Any
 
-from common.config import ModelConfig
-from common.encoder import wrap_cls_sep
-from common.finetune import FinetuneSpec, finetune_main
 from bert.model import BertForSequenceClassification
+from common.checkpoint import load_compatible
+from common.cli import make_parser, run_main
+from common.config import ModelConfig
+from common.device import seed_everything, setup_runtime
+from common.encoder import wrap_cls_sep as wrap
+from common.finetune import (add_finetuning_args, batch_plan, check_inputs, classifier_meta, encode_splits, load_best,
+                             locked_outputs, report, save_best, scorer, start_weights)
+from common.pretrain import prefixed
+from common.tracking import open_tracker
+from common.trainer import Trainer
+
+FOLDER = Path(__file__).resolve().parent
 
 
-@dataclass(frozen=True)
-class FinetuneOptions:
-    """BERT's fine-tuning options: none (GPT's --lm and SpanBERT's --logit have no BERT counterpart)."""
-
-
-def build(cfg: ModelConfig, options: FinetuneOptions) -> BertForSequenceClassification:
+def classifier(cfg: ModelConfig, options: dict[str, Any]) -> BertForSequenceClassification:
+    """The classifier of train.py's options (stored in its checkpoints; one missing takes its default)."""
     return BertForSequenceClassification(cfg)
 
 
-SPEC = FinetuneSpec(
-    name="bert", folder=Path(__file__).resolve().parent, wrap=wrap_cls_sep, options=FinetuneOptions,
-    build_model=build, default_lr=5e-5, default_batch=128, default_epoch=5,
-)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = make_parser("Fine-tune BERT on NSMC; pick the best epoch on a dev split, report test accuracy.")
+    add_finetuning_args(parser, FOLDER, batch=128, epoch=5, lr=5e-5)
+    return parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    inputs = check_inputs(args)
+    runtime = setup_runtime(args.gpu)
+    with locked_outputs(args, inputs, runtime) as outputs:
+        seed_everything(args.seed)
+        train_set, dev_set, test_set = encode_splits(inputs, wrap, runtime)
+        options = {}
+        model = classifier(inputs.cfg, options)
+        pretrained = start_weights(model, args, inputs, FOLDER, runtime)
+        meta = classifier_meta("bert", inputs, options, pretrained)
+        plan = batch_plan(train_set, args, runtime)
+        trainer = Trainer(model, inputs.settings, runtime, len(plan(0)), inputs.state_path, {**meta, "args": vars(args)})
+        if args.resume:
+            trainer.resume(load_compatible(inputs.state_path, meta["config"], inputs.vocab.fingerprint, args.vocab))
+        if runtime.is_main:
+            trainer.tracker = outputs.enter_context(open_tracker(args, inputs.save, meta))
+        score_dev, score_test = scorer(model, dev_set, args, runtime), scorer(model, test_set, args, runtime)
+        dev_every = trainer.steps_per_epoch // args.dev_per_epoch if args.dev_per_epoch > 1 else 0
+
+        for epoch in trainer.epochs():
+            for indices in trainer.batches(plan(epoch)):
+                trainer.step(train_set, indices)
+                dev = {}
+                if trainer.due(dev_every) and not trainer.epoch_finished:  # (an epoch end scores dev below)
+                    dev = prefixed("dev_", score_dev())
+                trainer.log_step(args.log_every, dev)
+            train, dev = trainer.epoch_metrics(), score_dev()
+            best = dev["acc"] > max((r["dev_acc"] for r in trainer.history), default=-1.0)
+            if best:
+                save_best(inputs.save, model, meta, epoch + 1, dev["acc"], runtime)
+            if runtime.is_main:
+                print(f"epoch {epoch + 1}: train loss {train['loss']:.4f} acc {train['acc']:.4f} | dev loss "
+                      f"{dev['loss']:.4f} acc {dev['acc']:.4f}" + (" (best dev so far: saved)" if best else ""))
+            trainer.end_epoch(train, {"dev_loss": dev["loss"], "dev_acc": dev["acc"]})
+
+        load_best(inputs.save, model)  # test is scored once, with the epoch dev picked
+        test = score_test()
+        if runtime.is_main:
+            print(f"test (epoch {max(trainer.history, key=lambda r: r['dev_acc'])['epoch']}): "
+                  f"loss {test['loss']:.4f} acc {test['acc']:.4f}")
+            if trainer.tracker is not None:
+                trainer.tracker.log({"test/loss": test["loss"], "test/acc": test["acc"]}, trainer.progress.global_step)
+        return report(args, "bert", inputs, trainer, "", pretrained, test)
+
 
 if __name__ == "__main__":
-    finetune_main(SPEC)
+    arguments = parse_args()
+    run_main(lambda: main(arguments))

@@ -26,7 +26,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-
 from common.cli import UserError
 from common.io import iter_json_lines
 from common.paths import DATA_DIR, SAMPLE_DIR, rel

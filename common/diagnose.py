@@ -4,8 +4,8 @@
     python diagnose.py --checkpoint save_pretrain.pth.prev
     python diagnose.py --probe context                 # can the fresh trunk learn to read its neighbours?
 
-Each model folder's diagnose.py runs `diagnose_main` with its pretraining spec
-(pretrain.py's SPEC: the model, the dataset over its token store, data.py's output).
+Each model folder's diagnose.py runs `diagnose_main` with its pretraining pieces (pretrain.py's model
+class and dataset over the token store, data.py's output folder).
 
 Prints, for the embeddings and every layer's output, the mean cosine similarity
 between the hidden states of different real positions of the same instance,
@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,8 +42,8 @@ from common.config import ModelConfig, load_config
 from common.layers import LMHead, Transformer
 from common.losses import IGNORE
 from common.masking import N_SPECIAL  # ids below are special pieces: never drawn as a probe token
-from common.paths import rel
-from common.pretrain import PretrainSpec, heldout_split
+from common.paths import REPO_ROOT, rel
+from common.pretrain import heldout_split
 from common.token_store import TokenStore
 from common.vocab import MASK_ID
 
@@ -143,7 +146,16 @@ def context_probe(trunk: nn.Module, token_embedding: nn.Embedding, cfg: ModelCon
     return None
 
 
-def diagnose(spec: PretrainSpec, checkpoint: Path, store_dir: Path | None, n_instances: int, seed: int) -> None:
+@dataclass
+class Pretraining:
+    """A model's pretraining pieces, as its pretrain.py and data.py define them."""
+    name: str  # "gpt", "bert", "spanbert": its folder
+    build_model: Callable[[ModelConfig], nn.Module]  # the pretraining model (with `.trunk`)
+    open_dataset: Callable[[TokenStore, ModelConfig], Any]  # the dataset over a token store
+    default_input: Path  # data.py's token store
+
+
+def diagnose(spec: Pretraining, checkpoint: Path, store_dir: Path | None, n_instances: int, seed: int) -> None:
     """Print the similarity table of `checkpoint` and of a fresh model of its config, on held-out instances."""
     if not checkpoint.is_file():
         raise UserError(f"{checkpoint} not found: pretrain first (python pretrain.py in {spec.name}/) or pass --checkpoint")
@@ -168,7 +180,7 @@ def diagnose(spec: PretrainSpec, checkpoint: Path, store_dir: Path | None, n_ins
         print(f"| {'embeddings' if i == 0 else f'layer {i}'} | {a:.3f} | {b:.3f} |")
 
 
-def probe_context(spec: PretrainSpec, config: str, steps: int, lr: float, n_vocab: int, length: int, seed: int) -> None:
+def probe_context(spec: Pretraining, config: str, steps: int, lr: float, n_vocab: int, length: int, seed: int) -> None:
     """Run the context probe on a fresh trunk of `config` (dropout 0) and print where it is solved."""
     cfg = dataclasses.replace(load_config(config), dropout=0.0, n_vocab=n_vocab)
     if cfg.n_seq < length:
@@ -184,7 +196,7 @@ def probe_context(spec: PretrainSpec, config: str, steps: int, lr: float, n_voca
           f"its neighbours (the plateau of bert/README.md)")
 
 
-def diagnose_main(spec: PretrainSpec) -> None:
+def diagnose_main(spec: Pretraining) -> None:
     """`python diagnose.py` of one model folder."""
     parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--probe", choices=["collapse", "context"], default="collapse",
@@ -194,7 +206,7 @@ def diagnose_main(spec: PretrainSpec) -> None:
     parser.add_argument("--input", default=None, help="token store; None: the model's data.py output")
     parser.add_argument("--instances", type=positive_int, default=8, help="held-out instances to probe")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fresh model and of any masking")
-    parser.add_argument("--config", default=rel(spec.folder / "config_half.json"),
+    parser.add_argument("--config", default=rel(REPO_ROOT / spec.name / "config_half.json"),
                         help="context probe: the model config of the trunk (experiment/config.json: the experiment's)")
     parser.add_argument("--steps", type=positive_int, default=1000, help="context probe: most training steps")
     parser.add_argument("--lr", type=float, default=1e-3, help="context probe: AdamW learning rate")
@@ -204,7 +216,7 @@ def diagnose_main(spec: PretrainSpec) -> None:
     if args.probe == "context":
         run_main(lambda: probe_context(spec, args.config, args.steps, args.lr, args.probe_vocab, args.length, args.seed))
         return
-    checkpoint = Path(args.checkpoint) if args.checkpoint else spec.folder / "save_pretrain.pth"
+    checkpoint = Path(args.checkpoint) if args.checkpoint else REPO_ROOT / spec.name / "save_pretrain.pth"
     run_main(lambda: diagnose(spec, checkpoint, Path(args.input) if args.input else None, args.instances, args.seed))
 
 

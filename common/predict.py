@@ -2,6 +2,10 @@
 trained with, and classify reviews encoded as train.py encoded them."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -10,27 +14,33 @@ from common.checkpoint import check_compatible, load_checkpoint
 from common.cli import UserError, add_gpu_option, add_vocab_option, make_parser, positive_int, require_file, run_main
 from common.config import ModelConfig
 from common.device import Runtime, setup_runtime
-from common.finetune import FinetuneSpec
-from common.paths import rel
+from common.paths import REPO_ROOT, rel
 from common.reviews import encode_reviews
 from common.vocab import Vocab, load_vocab
 
 
-def load_classifier(spec: FinetuneSpec, path: str, vocab: Vocab, vocab_path: str, runtime: Runtime) -> tuple[nn.Module, ModelConfig]:
+@dataclass
+class Classifier:
+    """A model's classifier, as its train.py defines it."""
+    name: str  # "gpt", "bert", "spanbert": its folder
+    wrap: Callable[[list[int], int], list[int]]  # (content ids, n_seq) -> ids with the model's special tokens
+    build: Callable[[ModelConfig, dict[str, Any]], nn.Module]  # (config, train.py's options) -> the classifier
+
+
+def load_classifier(spec: Classifier, path: str, vocab: Vocab, vocab_path: str, runtime: Runtime) -> tuple[nn.Module, ModelConfig]:
     """The classifier train.py saved at `path`, rebuilt with the options it was trained with, ready to classify."""
     state = load_checkpoint(path, fallback=False)
     if state.get("kind") != f"{spec.name}-classifier":
         raise UserError(f"{path} is not a fine-tuned {spec.name} classifier (it is {state.get('kind')!r}); pass save_best.pth from train.py")
     cfg = ModelConfig(**state["config"])
     check_compatible(state, path, cfg.to_dict(), vocab.fingerprint, vocab_path)
-    # every version of train.py stored the options as a dict of their fields, so older checkpoints load too
-    model = spec.build_model(cfg, spec.read_options(state.get("options", {})))
+    model = spec.build(cfg, state.get("options", {}))  # train.py's options, stored as a dict
     model.load_state_dict(state["model"])
     return model.to(runtime.device).eval(), cfg
 
 
 @torch.no_grad()
-def predict_texts(model: nn.Module, cfg: ModelConfig, vocab: Vocab, spec: FinetuneSpec, texts: list[str],
+def predict_texts(model: nn.Module, cfg: ModelConfig, vocab: Vocab, spec: Classifier, texts: list[str],
                   runtime: Runtime, batch_size: int = 64) -> list[tuple[int, float]]:
     """(label, probability of that label) for each text."""
     data = encode_reviews([{"document": t, "label": 0} for t in texts], vocab, spec.wrap, cfg.n_seq)
@@ -46,11 +56,11 @@ def predict_texts(model: nn.Module, cfg: ModelConfig, vocab: Vocab, spec: Finetu
     return out
 
 
-def predict_main(spec: FinetuneSpec) -> None:
+def predict_main(spec: Classifier) -> None:
     parser = make_parser(f"Classify movie reviews with a fine-tuned {spec.name.upper()} (1 = positive, 0 = negative).")
     parser.add_argument("texts", nargs="*", help="reviews to classify")
     parser.add_argument("--file", default=None, help="a text file with one review per line")
-    parser.add_argument("--model", default=rel(spec.folder / "save_best.pth"), help="model from train.py")
+    parser.add_argument("--model", default=rel(REPO_ROOT / spec.name / "save_best.pth"), help="model from train.py")
     add_vocab_option(parser)
     parser.add_argument("--batch", type=positive_int, default=64, help="batch size")
     add_gpu_option(parser)

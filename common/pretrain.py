@@ -1,33 +1,28 @@
-"""The pretraining script every model folder runs, parameterized by a `PretrainSpec`.
-
-A model folder's pretrain.py declares only its model, its dataset over the
-token store, and its loss; options, device, held-out split, checkpoints,
-resume and reporting are the same for GPT, BERT and SpanBERT.
-"""
+"""The mechanics every pretrain.py calls: its shared flags, the checks of its inputs, the lock on its
+outputs, the held-out split, and the logs it leaves. The loop itself is in each model's pretrain.py."""
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
 
-from common.batches import random_batches
-from common.checkpoint import load_compatible
-from common.cli import UserError, make_parser, non_negative_int, probability, require_output_dir, run_main
+from common.cli import UserError, non_negative_int, probability, require_output_dir
 from common.config import ModelConfig, load_config
-from common.device import Runtime, seed_everything, setup_runtime
-from common.evaluation import Dataset, evaluate
+from common.device import Runtime
+from common.evaluation import Dataset
 from common.io import exclusive_output, write_json
 from common.layers import count_parameters
 from common.paths import rel
 from common.results import write_csv
 from common.token_store import TokenStore
-from common.tracking import check_tracker, open_tracker
+from common.tracking import check_tracker
 from common.train_options import TrainSettings, add_common_training_args, resolve_resume, settings_from_args
 from common.trainer import Trainer
 from common.vocab import Vocab, load_vocab
@@ -52,21 +47,6 @@ def heldout_split(n: int, share: float) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(n - n_heldout), np.arange(n - n_heldout, n)
 
 
-@dataclass
-class PretrainSpec:
-    name: str  # "gpt", "bert", "spanbert"
-    folder: Path  # the model folder (defaults are resolved against it)
-    default_input: Path  # token store written by data.py
-    build_model: Callable[[ModelConfig], nn.Module]  # a `.trunk`; forward(**batch) -> (loss, metrics)
-    open_dataset: Callable[[TokenStore, ModelConfig], Dataset]
-    format_metrics: Callable[[dict[str, float]], str] = lambda m: format_head_metrics(m)
-    # optional: initialize from the training data (not the held-out slice) before step 1; skipped on --resume
-    init_from_data: Callable[[nn.Module, Subset], None] | None = None
-    default_lr: float = 1e-4
-    default_batch: int = 64
-    default_epoch: int = 20
-
-
 def format_head_metrics(m: dict[str, float]) -> str:
     """`loss L | mlm loss L acc A | nsp loss L acc A next N`: the total loss, then each head's loss and
     accuracy, and any other metric of the head (`nsp_next` printed as `next`). A head that had no
@@ -83,11 +63,12 @@ def format_head_metrics(m: dict[str, float]) -> str:
 CURVE_INSTANCES = 256  # held-out instances of each point of the curve: a few seconds, the same ones each time
 
 
-def pretrain_main(spec: PretrainSpec) -> None:
-    parser = make_parser(f"Pretrain {spec.name.upper()} on the token store written by data.py.")
-    parser.add_argument("--input", default=rel(spec.default_input), help="token store folder from data.py")
-    add_common_training_args(parser, spec.folder, "save_pretrain.pth", spec.default_batch, spec.default_epoch,
-                             spec.default_lr)
+def add_pretraining_args(parser: argparse.ArgumentParser, folder: Path, default_input: Path, batch: int, epoch: int,
+                         lr: float) -> None:
+    """The flags every pretrain.py takes: its token store, the training options shared with train.py
+    (common/train_options.py), and the pretraining ones (checkpoints, the held-out split and curve, dropout)."""
+    parser.add_argument("--input", default=rel(default_input), help="token store folder from data.py")
+    add_common_training_args(parser, folder, "save_pretrain.pth", batch, epoch, lr)
     parser.add_argument("--save_every", type=non_negative_int, default=1000, help="also checkpoint every N steps (0: epoch ends only)")
     parser.add_argument("--heldout", type=float, default=0.01, help="share of instances held out for evaluation, never trained on")
     parser.add_argument("--eval_every", type=non_negative_int, default=100,
@@ -96,11 +77,20 @@ def pretrain_main(spec: PretrainSpec) -> None:
     parser.add_argument("--dropout", type=probability, default=None,
                         help="dropout during pretraining, instead of the config's (0 pays at a tiny budget; "
                              "fine-tuning keeps the config's own)")
-    args = parser.parse_args()
-    run_main(lambda: pretrain(spec, args))
 
 
-def pretrain(spec: PretrainSpec, args: argparse.Namespace) -> list[dict]:
+@dataclass
+class PretrainingInputs:
+    """What a pretraining run reads, checked before anything runs."""
+    settings: TrainSettings
+    vocab: Vocab
+    cfg: ModelConfig
+    store: TokenStore
+    save: Path  # the checkpoint; beside it .log.json (per epoch) and .steps.csv (the step log)
+
+
+def check_inputs(args: argparse.Namespace, name: str) -> PretrainingInputs:
+    """The options, vocab, config (with --dropout) and token store of `python pretrain.py` in `name`/."""
     settings = settings_from_args(args, save_every=args.save_every)
     check_tracker(args.log)
     if not 0 < args.heldout < 0.5:
@@ -109,67 +99,65 @@ def pretrain(spec: PretrainSpec, args: argparse.Namespace) -> list[dict]:
     cfg = load_config(args.config).with_vocab(len(vocab))
     if args.dropout is not None:
         cfg = dataclasses.replace(cfg, dropout=args.dropout)
-    store = TokenStore(args.input, hint=f"run python data.py in {spec.name}/")
+    store = TokenStore(args.input, hint=f"run python data.py in {name}/")
     store.check_vocab(vocab.fingerprint, args.vocab)
-    save = require_output_dir(args.save)
-    runtime = setup_runtime(args.gpu)
-    log = save.with_suffix(".log.json")
+    return PretrainingInputs(settings, vocab, cfg, store, require_output_dir(args.save))
+
+
+@contextlib.contextmanager
+def locked_outputs(args: argparse.Namespace, inputs: PretrainingInputs, runtime: Runtime) -> Iterator[contextlib.ExitStack]:
+    """Hold the checkpoint and its logs for this run (rank 0 alone writes), and settle --resume
+    (`args.resume` becomes True or False); yields the stack the run's tracker joins."""
+    save = inputs.save
     with contextlib.ExitStack() as outputs:
-        if runtime.is_main:  # only rank 0 writes: it alone holds the lock
-            removed = outputs.enter_context(exclusive_output(save, companions=(log, save.with_suffix(".steps.csv"))))
+        if runtime.is_main:
+            removed = outputs.enter_context(exclusive_output(save, companions=(save.with_suffix(".log.json"),
+                                                                                save.with_suffix(".steps.csv"))))
             for leftover in removed:
                 print(f"removed {leftover} (left by a run killed while saving)")
         args.resume = resolve_resume(args.resume, save)
-        return _pretrain(spec, args, settings, cfg, vocab, store, save, log, runtime, outputs)
+        yield outputs
 
 
-def _pretrain(spec: PretrainSpec, args: argparse.Namespace, settings: TrainSettings, cfg: ModelConfig, vocab: Vocab,
-              store: TokenStore, save: Path, log: Path, runtime: Runtime, outputs: contextlib.ExitStack) -> list[dict]:
-    seed_everything(args.seed)
-
-    dataset = spec.open_dataset(store, cfg)
-    n = len(dataset)
-    train_indices, heldout_indices = heldout_split(n, args.heldout)
-    n_heldout = len(heldout_indices)
+def split(dataset: Dataset, args: argparse.Namespace) -> tuple[Subset, Subset, Subset]:
+    """(train, held-out, curve) views of the dataset: the held-out tail (--heldout) is never trained on;
+    the curve is its first CURVE_INSTANCES instances, scored every --eval_every steps."""
+    train_indices, heldout_indices = heldout_split(len(dataset), args.heldout)
     if len(train_indices) < args.batch:
-        raise UserError(f"{args.input} holds {n} instances: too few for --batch {args.batch} after holding out "
-                        f"{n_heldout}; use a bigger corpus or a smaller --batch")
-    train_set = Subset(dataset, train_indices)
-    heldout_set = Subset(dataset, heldout_indices)
+        raise UserError(f"{args.input} holds {len(dataset)} instances: too few for --batch {args.batch} after holding "
+                        f"out {len(heldout_indices)}; use a bigger corpus or a smaller --batch")
+    return (Subset(dataset, train_indices), Subset(dataset, heldout_indices),
+            Subset(dataset, heldout_indices[:CURVE_INSTANCES]))
 
-    model = spec.build_model(cfg)
-    if spec.init_from_data is not None and not args.resume:
-        spec.init_from_data(model, train_set)
-    meta = {"kind": f"{spec.name}-pretrain", "config": cfg.to_dict(),
-            "vocab": {"fingerprint": vocab.fingerprint, "size": len(vocab)}, "args": vars(args)}
-    trainer = Trainer(model, train_set,
-                      batch_plan=lambda epoch: random_batches(len(train_set), args.batch, args.seed, epoch),
-                      settings=settings, runtime=runtime, checkpoint_path=save, checkpoint_meta=meta,
-                      desc="pretrain")
 
-    def on_epoch_end(epoch: int, train_metrics: dict[str, float]) -> dict[str, float]:
-        heldout = evaluate(model, heldout_set, args.batch, runtime)
-        if runtime.is_main:
-            print(f"epoch {epoch + 1}: train {spec.format_metrics(train_metrics)} | held-out {spec.format_metrics(heldout)}")
-        # what a results table needs beside the loss: the tokens per step and the corpus size
-        return {**{f"heldout_{k}": v for k, v in heldout.items()}, "batch": args.batch,
-                "n_seq": store.meta.get("n_seq", cfg.n_seq), "store_tokens": int(store.meta.get("n_tokens", 0))}
+def checkpoint_meta(kind: str, inputs: PretrainingInputs, args: argparse.Namespace) -> dict[str, Any]:
+    """What every checkpoint of the run carries besides the weights: enough to check and rebuild it."""
+    return {"kind": kind, "config": inputs.cfg.to_dict(),
+            "vocab": {"fingerprint": inputs.vocab.fingerprint, "size": len(inputs.vocab)}, "args": vars(args)}
 
-    trainer.on_epoch_end = on_epoch_end
-    curve_set = Subset(dataset, heldout_indices[:CURVE_INSTANCES])
-    trainer.log_every, trainer.evaluate_every = args.log_every, args.eval_every
-    trainer.evaluate_now = lambda: {f"heldout_{k}": v for k, v in evaluate(model, curve_set, args.batch, runtime).items()}
-    if args.resume:
-        trainer.resume(load_compatible(save, cfg.to_dict(), vocab.fingerprint, args.vocab))
-    if runtime.is_main:
-        print(f"{spec.name}: {count_parameters(model) / 1e6:.1f}M parameters, {len(train_set):,} train / "
-              f"{n_heldout:,} held-out instances, {trainer.total_steps:,} steps of {args.batch} on {runtime.device}")
-        trainer.tracker = outputs.enter_context(open_tracker(args, save, meta))
-    history = trainer.fit()
-    if runtime.is_main:
-        write_json(log, history)
+
+def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}{k}": v for k, v in metrics.items()}
+
+
+def store_columns(inputs: PretrainingInputs, args: argparse.Namespace) -> dict[str, int]:
+    """What a results table needs beside the loss: the tokens per step and the corpus size."""
+    return {"batch": args.batch, "n_seq": inputs.store.meta.get("n_seq", inputs.cfg.n_seq),
+            "store_tokens": int(inputs.store.meta.get("n_tokens", 0))}
+
+
+def announce(name: str, model: nn.Module, train_set: Subset, heldout_set: Subset, trainer: Trainer,
+             args: argparse.Namespace) -> None:
+    if trainer.runtime.is_main:
+        print(f"{name}: {count_parameters(model) / 1e6:.1f}M parameters, {len(train_set):,} train / "
+              f"{len(heldout_set):,} held-out instances, {trainer.total_steps:,} steps of {args.batch} on "
+              f"{trainer.runtime.device}")
+
+
+def write_logs(trainer: Trainer) -> None:
+    """The run's per-epoch log (.log.json) and step log (.steps.csv) beside its checkpoint (rank 0)."""
+    if trainer.runtime.is_main:
+        save = trainer.checkpoint_path
+        write_json(save.with_suffix(".log.json"), trainer.history)
         write_csv(save.with_suffix(".steps.csv"), trainer.step_log)
-        print(f"saved {save} (per-epoch log: {log})")
-    return history
-
-
+        print(f"saved {save} (per-epoch log: {save.with_suffix('.log.json')})")

@@ -1,32 +1,32 @@
-"""The one training loop, used by every pretrain.py and train.py.
+"""The training step and the run's state, used by every pretrain.py and train.py.
 
-A model folder supplies only what is special to it:
-- a dataset with `__len__` and `collate(indices) -> dict of tensors`
-  (must contain `input_ids`, used to count real tokens for tokens/s),
-- a model whose `forward(**batch)` returns (loss, metrics), where metrics maps
-  a name to a (sum, count) pair, so that averages stay exact across
-  micro-batches, ranks and evaluation batches (the whole module is what DDP
-  wraps, so the loss is computed inside forward),
-- a batch plan: for each epoch, the list of global batches (index arrays).
+The scripts keep the loop in view (cramming's shape):
 
-The loop does the rest: AdamW with linear warmup then linear decay, gradient
-accumulation and clipping, bf16 autocast on CUDA, DDP under torchrun (each
-rank takes its slice of every global batch), tqdm progress with loss and
-tokens/s, atomic checkpoints every N steps and every epoch, exact resume
-(model, optimizer, step, position in the epoch's batch plan, the running sums
-of the epoch's metrics, and every rank's RNG), and a clean checkpoint-and-exit
-on Ctrl-C / SIGTERM.
+    for epoch in trainer.epochs():
+        for indices in trainer.batches(plan(epoch)):
+            trainer.step(train_set, indices)             # forward, backward, clip, AdamW, schedule
+            trainer.log_step(log_every, evaluated)       # the step log: train loss, lr, tokens/s (+ evaluated)
+            if trainer.due(save_every): trainer.save()
+        trainer.end_epoch(trainer.epoch_metrics(), evaluated)   # history row, checkpoint
 
-Under torchrun every rank runs this loop on its slice of each global batch: what
-that means for batch sizes, gradients, randomness, checkpoints and evaluation is
-set out in common/device.py.
+What the trainer hides: AdamW with linear warmup then linear decay, gradient accumulation and clipping,
+bf16 autocast on CUDA, DDP under torchrun (each rank collates its slice of every global batch),
+torch.compile, tqdm progress with loss and tokens/s, atomic checkpoints, exact resume (model, optimizer,
+step, position in the epoch's batch plan, the running sums of the epoch's metrics, and every rank's RNG),
+and a clean checkpoint-and-exit on Ctrl-C / SIGTERM (checked after each step).
+
+A dataset has `__len__` and `collate(indices) -> dict of tensors` (with `input_ids`, whose real tokens
+count for tokens/s); a model's `forward(**batch)` returns (loss, metrics), each metric a (sum, count) pair
+so that averages stay exact across micro-batches, ranks and evaluation batches (the loss is computed inside
+forward because the whole module is what DDP wraps). Under torchrun every rank runs the script's loop:
+what that means for batch sizes, gradients, randomness, checkpoints and evaluation is in common/device.py.
 """
 from __future__ import annotations
 
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,6 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from common.batches import BatchPlan
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.cli import StopFlag, Stopped, UserError
 from common.device import (Runtime, any_rank, check_every_parameter_trained, gather_objects, rank_seed,
@@ -46,6 +45,7 @@ from common.evaluation import Dataset, add_metrics, reduce_metrics, to_device
 from common.io import NoSpace
 from common.train_options import RESUME_OPTIONS, TrainSettings, lr_factor, make_optimizer
 from common.vocab import PAD_ID
+
 
 @dataclass
 class Progress:
@@ -58,26 +58,14 @@ class Progress:
 @dataclass
 class Trainer:
     model: nn.Module
-    train_set: Dataset
-    batch_plan: BatchPlan
     settings: TrainSettings
     runtime: Runtime
+    steps_per_epoch: int  # batches in one epoch's plan (every epoch's plan has as many)
     checkpoint_path: Path
     # Extra entries stored in every checkpoint (config, vocab fingerprint, args, kind...)
     checkpoint_meta: dict[str, Any] = field(default_factory=dict)
-    # Called by every rank after each epoch with (epoch, train metrics); returns
-    # the metrics to log. Evaluation happens here.
-    on_epoch_end: Callable[[int, dict[str, float]], dict[str, Any]] | None = None
-    desc: str = "train"
-    # The step log (`step_log`, kept in the checkpoint): every `log_every` steps the mean
-    # training loss since the last point (all ranks), the learning rate and tokens/s; and
-    # every `evaluate_every` steps (0: never) what `evaluate_now()` returns (held-out or
-    # dev metrics, for the curves; epoch ends still go through on_epoch_end). Each point
-    # also goes to `tracker` (TensorBoard / W&B, rank 0) when one is set.
-    log_every: int = 10
-    evaluate_every: int = 0
-    evaluate_now: Callable[[], dict[str, float]] | None = None
-    tracker: Any = None
+    desc: str = "train"  # the progress bar's label
+    tracker: Any = None  # TensorBoard / W&B (rank 0): every step-log point and history row go to it too
 
     def __post_init__(self) -> None:
         s, rt = self.settings, self.runtime
@@ -86,6 +74,8 @@ class Trainer:
                 f"--batch {s.batch_size} must be divisible by ranks x --grad_accum "
                 f"({rt.world_size} x {s.grad_accum}); choose a multiple"
             )
+        if self.steps_per_epoch == 0:
+            raise UserError(f"not one batch of {s.batch_size} fits the training data; lower --batch")
         self.model.to(rt.device)
         self.train_module: nn.Module = self.model
         if rt.distributed:
@@ -98,15 +88,12 @@ class Trainer:
             self.train_module = torch.compile(self.train_module)
         self.optimizer = make_optimizer(self.model, s.lr, s.weight_decay, fused=rt.device.type == "cuda", beta2=s.beta2)
         self.progress = Progress()
-        self.steps_per_epoch = len(self.batch_plan(0))
-        if self.steps_per_epoch == 0:
-            raise UserError(f"not one batch of {s.batch_size} fits the training data ({len(self.train_set)} instances); lower --batch")
         self.total_steps = s.epochs * self.steps_per_epoch
         if s.max_steps:
             self.total_steps = min(self.total_steps, s.max_steps)
         self.warmup_steps = s.warmup_steps(self.total_steps)
-        self.history: list[dict[str, Any]] = []
-        self.step_log: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []  # one row per epoch (the .log.json)
+        self.step_log: list[dict[str, Any]] = []  # one point every log_every steps (the .steps.csv)
         self.window = [0.0, 0, 0]  # this rank's training-loss sum, steps and tokens since the last logged point
         self.epoch_totals: dict[str, list[float]] = {}  # this rank's (sum, count) metrics of the current epoch
         self._checked_gradients = False
@@ -114,6 +101,151 @@ class Trainer:
         # this epoch's seconds and rank's real tokens so far, kept apart from the deterministic progress and
         # checkpointed: a resumed epoch reports its whole time and tokens/s
         self.epoch_clock = {"time_s": 0.0, "tokens": 0}
+        self._stop: StopFlag | None = None
+        self._bar: tqdm | None = None
+        self._loss_ema: float | None = None
+        self._epoch_start = 0.0
+        self._epoch_length = 0  # batches in the current epoch's plan
+        self._elapsed = 0.0  # the current epoch's training seconds, once its batches are done
+
+    @property
+    def done(self) -> bool:
+        return self.progress.global_step >= self.total_steps
+
+    @property
+    def epoch_finished(self) -> bool:
+        return self.progress.step_in_epoch >= self._epoch_length
+
+    # --- the loop's pieces, in the order a script calls them ---------------------------------------
+    def epochs(self) -> Iterator[int]:
+        """The epochs left to train (a resumed run starts in the one it stopped in); SIGINT / SIGTERM
+        while they run save a checkpoint and stop the run (`Stopped`), after the step at hand."""
+        p = self.progress
+        if p.global_step and self.runtime.is_main:
+            print(f"resuming at epoch {p.epoch + 1}, step {p.step_in_epoch}/{self.steps_per_epoch} "
+                  f"(global step {p.global_step})")
+        self.train_module.train()
+        with StopFlag(announce=self.runtime.is_main) as self._stop:
+            while p.epoch < self.settings.epochs and not self.done:
+                yield p.epoch
+
+    def batches(self, plan: list[np.ndarray]) -> Iterator[np.ndarray]:
+        """The batches of this epoch's plan still to train (capped by --max_steps), with a progress bar."""
+        p, rt = self.progress, self.runtime
+        self._epoch_length = len(plan)
+        steps_this_epoch = min(len(plan), p.step_in_epoch + self.total_steps - p.global_step)
+        self._bar = tqdm(total=steps_this_epoch, initial=p.step_in_epoch, desc=f"{self.desc} {p.epoch + 1}/{self.settings.epochs}",
+                         disable=not rt.is_main, dynamic_ncols=True, mininterval=1.0)
+        self._epoch_start, self._loss_ema = time.perf_counter() - self.epoch_clock["time_s"], None
+        with self._bar:  # closed on any exit, so an error message starts on a line of its own
+            while p.step_in_epoch < len(plan) and not self.done:
+                yield plan[p.step_in_epoch]
+                if not self.done:  # on the last step, finishing is quicker than stopping
+                    self._stop_if_requested()
+        self._elapsed = time.perf_counter() - self._epoch_start
+
+    def step(self, dataset: Dataset, indices: np.ndarray) -> float:
+        """One optimizer step on the global batch `indices` of `dataset`: this rank's slice, cut into
+        --grad_accum micro-batches, each collated, forwarded (autocast) and backpropagated; then clipping,
+        AdamW at the schedule's learning rate. Returns the batch's mean loss (this rank's)."""
+        s, rt, p = self.settings, self.runtime, self.progress
+        lr = s.lr * lr_factor(p.global_step, self.total_steps, self.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        mine = np.array_split(indices, rt.world_size)[rt.rank]
+        micro_batches = np.array_split(mine, s.grad_accum)
+        loss_sum, n_tokens = 0.0, 0
+        for i, mb in enumerate(micro_batches):
+            cpu_batch = dataset.collate(mb)
+            n_tokens += int((cpu_batch["input_ids"] != PAD_ID).sum())
+            batch = to_device(cpu_batch, rt.device)
+            # DDP averages gradients over ranks; weight each micro-batch by its share
+            # of the global batch so any split gives the gradient of the global mean.
+            weight = rt.world_size * len(mb) / len(indices)
+            sync = i == len(micro_batches) - 1 or not rt.distributed
+            with (contextlib.nullcontext() if sync else self.train_module.no_sync()), rt.autocast():
+                loss, metrics = self.train_module(**batch)
+            (loss * weight).backward()
+            add_metrics(self.epoch_totals, metrics)
+            loss_sum += float(loss.detach()) * len(mb) / len(mine)
+        if not self._checked_gradients:  # after the first backward (see common/device.py)
+            check_every_parameter_trained(self.model, self.runtime)
+            self._checked_gradients = True
+        if s.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        p.step_in_epoch += 1
+        p.global_step += 1
+        tokens = self.epoch_clock["tokens"] + n_tokens
+        self.epoch_clock = {"time_s": time.perf_counter() - self._epoch_start, "tokens": tokens}
+        self._loss_ema = loss_sum if self._loss_ema is None else 0.98 * self._loss_ema + 0.02 * loss_sum
+        self.window = [self.window[0] + loss_sum, self.window[1] + 1, self.window[2] + n_tokens]
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{self._loss_ema:.3f}", tok_s=f"{self.tokens_per_s:,.0f}", refresh=False)
+        return loss_sum
+
+    @property
+    def tokens_per_s(self) -> float:
+        """This epoch's real tokens per second so far, all ranks."""
+        return self.epoch_clock["tokens"] * self.runtime.world_size / max(self.epoch_clock["time_s"], 1e-9)
+
+    def due(self, every: int) -> bool:
+        """Whether the step just taken is a multiple of `every` (0: never)."""
+        return every > 0 and self.progress.global_step % every == 0
+
+    def log_step(self, every: int, evaluated: dict[str, float] | None = None) -> None:
+        """A point of the step log at every `every`-th step, at the last one, and wherever the script
+        `evaluated` something (held-out or dev metrics for the curves): the mean training loss since the
+        last point (all ranks), the learning rate and tokens/s, and those metrics. A collective."""
+        step = self.progress.global_step
+        if not (step % every == 0 or self.done or evaluated):
+            return
+        loss_sum, steps, tokens = self.window
+        if self.runtime.distributed:
+            t = torch.tensor(self.window, dtype=torch.float64, device=self.runtime.device)
+            dist.all_reduce(t)
+            loss_sum, steps, tokens = t.tolist()
+        self.window = [0.0, 0, 0]
+        self.progress.tokens_seen += int(tokens)
+        point: dict[str, Any] = {"step": step, "epoch": round(step / self.steps_per_epoch, 4),
+                                 "tokens": self.progress.tokens_seen, "train_loss": loss_sum / steps,
+                                 "lr": self.settings.lr * lr_factor(step - 1, self.total_steps, self.warmup_steps),
+                                 "tokens_per_s": round(self.tokens_per_s, 1), **(evaluated or {})}
+        self.step_log.append(point)
+        if self.tracker is not None:
+            names = {"train_loss": "train/loss", "lr": "train/lr", "tokens_per_s": "train/tokens_per_s",
+                     "tokens": "train/tokens"}
+            self.tracker.log({names.get(k, f"eval/{k}"): v for k, v in point.items() if k not in ("step", "epoch")},
+                             step)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """The epoch's training metrics so far, averaged over all ranks (a collective)."""
+        return reduce_metrics(self.epoch_totals, self.runtime)
+
+    def end_epoch(self, train_metrics: dict[str, float], evaluated: dict[str, Any]) -> dict[str, Any]:
+        """The epoch's row of the history (its training metrics, time and tokens/s, and what the script
+        `evaluated`), then a checkpoint; returns the row. An epoch cut short by --max_steps or a signal
+        stays the current one: a resumed run finishes it."""
+        p, rt = self.progress, self.runtime
+        row: dict[str, Any] = {"epoch": p.epoch + 1, "step": p.global_step,
+                               **{f"train_{k}": v for k, v in train_metrics.items()},
+                               "time_s": round(self._elapsed, 1),
+                               "tokens_per_s": round(self.epoch_clock["tokens"] * rt.world_size / max(self._elapsed, 1e-9), 1),
+                               **evaluated}
+        self.history.append(row)
+        if self.tracker is not None:
+            self.tracker.log({f"epoch/{k}": v for k, v in row.items() if k not in ("epoch", "step")}, p.global_step)
+        if self.epoch_finished:
+            p.epoch, p.step_in_epoch = p.epoch + 1, 0
+            self.epoch_clock = {"time_s": 0.0, "tokens": 0}
+            self.epoch_totals = {}
+        self.save()
+        if not self.done and p.epoch < self.settings.epochs:  # a signal during evaluation: stop before the next epoch
+            self._stop_if_requested()
+        return row
 
     # --- checkpoints -------------------------------------------------------
     def state_dict(self, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -174,127 +306,13 @@ class Trainer:
                                                             self.settings.seed)
         return True
 
-    # --- the loop ------------------------------------------------------------
-    def _done(self) -> bool:
-        return self.progress.global_step >= self.total_steps
-
-    def _stop_if_requested(self, stop: StopFlag, bar: tqdm | None = None) -> None:
-        """After a step: if any rank got a signal, all save together and stop (a collective)."""
-        if any_rank(stop.requested, self.runtime):
-            if bar is not None:
-                bar.close()
+    def _stop_if_requested(self) -> None:
+        """If any rank got a signal, all save together and stop (a collective)."""
+        stop = self._stop
+        if stop is not None and any_rank(stop.requested, self.runtime):
+            if self._bar is not None:
+                self._bar.close()
             self.save()
             raise Stopped(f"{signal.Signals(stop.signum).name} at step {self.progress.global_step}: checkpoint "
                           f"saved to {self.checkpoint_path}; run the same command with --resume to continue",
                           stop.signum)
-
-    def fit(self) -> list[dict[str, Any]]:
-        s, rt, p = self.settings, self.runtime, self.progress
-        model = self.train_module
-        model.train()
-        if p.global_step and rt.is_main:
-            print(f"resuming at epoch {p.epoch + 1}, step {p.step_in_epoch}/{self.steps_per_epoch} "
-                  f"(global step {p.global_step})")
-        with StopFlag(announce=rt.is_main) as stop:
-            while p.epoch < s.epochs and not self._done():
-                plan = self.batch_plan(p.epoch)
-                totals = self.epoch_totals  # restored by resume() mid-epoch, else empty
-                steps_this_epoch = min(len(plan), p.step_in_epoch + self.total_steps - p.global_step)
-                bar = tqdm(total=steps_this_epoch, initial=p.step_in_epoch, desc=f"{self.desc} {p.epoch + 1}/{s.epochs}",
-                           disable=not rt.is_main, dynamic_ncols=True, mininterval=1.0)
-                t0, tokens, loss_ema = time.perf_counter() - self.epoch_clock["time_s"], self.epoch_clock["tokens"], None
-                with bar:  # closed on any exit, so an error message starts on a line of its own
-                    while p.step_in_epoch < len(plan) and not self._done():
-                        loss, n_tokens = self._step(model, plan[p.step_in_epoch], totals)
-                        p.step_in_epoch += 1
-                        p.global_step += 1
-                        tokens += n_tokens
-                        self.epoch_clock = {"time_s": time.perf_counter() - t0, "tokens": tokens}
-                        loss_ema = loss if loss_ema is None else 0.98 * loss_ema + 0.02 * loss
-                        tokens_per_s = tokens * rt.world_size / (time.perf_counter() - t0)
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-                        self.window[0] += loss
-                        self.window[1] += 1
-                        self.window[2] += n_tokens
-                        self._log_point(tokens_per_s)
-                        if not self._done():  # on the last step, finishing is quicker than stopping
-                            self._stop_if_requested(stop, bar)
-                        if s.save_every and p.global_step % s.save_every == 0 and p.step_in_epoch < len(plan):
-                            self.save()
-                elapsed = time.perf_counter() - t0
-                epoch_finished = p.step_in_epoch >= len(plan)
-                train_metrics = reduce_metrics(totals, rt)
-                row: dict[str, Any] = {"epoch": p.epoch + 1, "step": p.global_step,
-                                       **{f"train_{k}": v for k, v in train_metrics.items()},
-                                       "time_s": round(elapsed, 1),
-                                       "tokens_per_s": round(tokens * rt.world_size / max(elapsed, 1e-9), 1)}
-                if self.on_epoch_end is not None:
-                    row.update(self.on_epoch_end(p.epoch, train_metrics))
-                self.history.append(row)
-                if self.tracker is not None:
-                    self.tracker.log({f"epoch/{k}": v for k, v in row.items() if k not in ("epoch", "step")}, p.global_step)
-                if epoch_finished:
-                    p.epoch, p.step_in_epoch = p.epoch + 1, 0
-                    self.epoch_clock = {"time_s": 0.0, "tokens": 0}
-                    self.epoch_totals = {}
-                self.save()
-                if not self._done() and p.epoch < s.epochs:  # a signal during evaluation: stop before the next epoch
-                    self._stop_if_requested(stop)
-        return self.history
-
-    def _log_point(self, tokens_per_s: float) -> None:
-        """After a step: at every `log_every`-th step (and the last) a point of the step log (a collective)."""
-        step = self.progress.global_step
-        evaluate_now = self.evaluate_now is not None and self.evaluate_every and step % self.evaluate_every == 0
-        if not (step % self.log_every == 0 or self._done() or evaluate_now):
-            return
-        loss_sum, steps, tokens = self.window
-        if self.runtime.distributed:
-            t = torch.tensor(self.window, dtype=torch.float64, device=self.runtime.device)
-            dist.all_reduce(t)
-            loss_sum, steps, tokens = t.tolist()
-        self.window = [0.0, 0, 0]
-        self.progress.tokens_seen += int(tokens)
-        point: dict[str, Any] = {"step": step, "epoch": round(step / self.steps_per_epoch, 4),
-                                 "tokens": self.progress.tokens_seen, "train_loss": loss_sum / steps,
-                                 "lr": self.settings.lr * lr_factor(step - 1, self.total_steps, self.warmup_steps),
-                                 "tokens_per_s": round(tokens_per_s, 1)}
-        if evaluate_now:
-            point.update(self.evaluate_now())
-        self.step_log.append(point)
-        if self.tracker is not None:
-            names = {"train_loss": "train/loss", "lr": "train/lr", "tokens_per_s": "train/tokens_per_s",
-                     "tokens": "train/tokens"}
-            self.tracker.log({names.get(k, f"eval/{k}"): v for k, v in point.items() if k not in ("step", "epoch")},
-                             step)
-
-    def _step(self, model: nn.Module, indices: np.ndarray, totals: dict[str, list[float]]) -> tuple[float, int]:
-        s, rt = self.settings, self.runtime
-        lr = s.lr * lr_factor(self.progress.global_step, self.total_steps, self.warmup_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        mine = np.array_split(indices, rt.world_size)[rt.rank]
-        micro_batches = np.array_split(mine, s.grad_accum)
-        loss_sum, n_tokens = 0.0, 0
-        for i, mb in enumerate(micro_batches):
-            cpu_batch = self.train_set.collate(mb)
-            n_tokens += int((cpu_batch["input_ids"] != PAD_ID).sum())
-            batch = to_device(cpu_batch, rt.device)
-            # DDP averages gradients over ranks; weight each micro-batch by its share
-            # of the global batch so any split gives the gradient of the global mean.
-            weight = rt.world_size * len(mb) / len(indices)
-            sync = i == len(micro_batches) - 1 or not rt.distributed
-            with (contextlib.nullcontext() if sync else model.no_sync()), rt.autocast():
-                loss, metrics = model(**batch)
-            (loss * weight).backward()
-            add_metrics(totals, metrics)
-            loss_sum += float(loss.detach()) * len(mb) / len(mine)
-        if not self._checked_gradients:  # after the first backward (see common/device.py)
-            check_every_parameter_trained(self.model, self.runtime)
-            self._checked_gradients = True
-        if s.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum, n_tokens

@@ -3,8 +3,10 @@
   python diagnose.py                                   # save_pretrain.pth on the held-out slice
   python diagnose.py --checkpoint save_pretrain.pth.prev
 """
-from common.diagnose import diagnose_main
-from gpt.pretrain import SPEC
+from common.diagnose import Pretraining, diagnose_main
+from gpt.data import DEFAULT_OUTPUT
+from gpt.model import GPTLMHeadModel
+from gpt.pretrain import WindowDataset
 
 if __name__ == "__main__":
-    diagnose_main(SPEC)
+    diagnose_main(Pretraining("gpt", GPTLMHeadModel, WindowDataset, DEFAULT_OUTPUT))

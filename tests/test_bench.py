@@ -101,12 +101,12 @@ def test_full_logits_baseline_computes_the_chunked_loss() -> None:
 
     from bench.pretrain import with_full_logits_loss
     from common.config import load_config
-    from spanbert.pretrain import SPEC
+    from spanbert.model import SpanBertForPreTraining
 
     cfg = dataclasses.replace(load_config(REPO_ROOT / "spanbert" / "config_half.json").with_vocab(97), n_layer=1)
     torch.manual_seed(0)
-    chunked = SPEC.build_model(cfg)
-    full = with_full_logits_loss(SPEC.build_model(cfg))
+    chunked = SpanBertForPreTraining(cfg)
+    full = with_full_logits_loss(SpanBertForPreTraining(cfg))
     full.load_state_dict(chunked.state_dict())
     from common.layers import LMHead
     heads = [m for m in full.modules() if isinstance(m, LMHead)]

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from bert.data import NO_NSP, build, corpus_pairs, split_sentences, truncate_pair
-from common.encoder import wrap_cls_sep as wrap
 from bert.model import BertForPreTraining, BertForSequenceClassification
 from bert.pretrain import PretrainingDataset
 from common.checkpoint import load_checkpoint
@@ -21,11 +20,12 @@ from common.cli import UserError
 from common.config import ModelConfig
 from common.device import Runtime
 from common.encoder import BertModel, MLMHead, masked_lm_loss
+from common.encoder import wrap_cls_sep as wrap
 from common.evaluation import evaluate
 from common.losses import IGNORE
-from common.prep import packed_reviews
 from common.masking import N_SPECIAL
 from common.paths import REPO_ROOT
+from common.prep import packed_reviews
 from common.token_store import TokenStore
 from common.vocab import CLS_ID, PAD_ID, SEP_ID
 
@@ -331,11 +331,3 @@ def test_nsp_loss_skips_instances_without_a_pair(padded) -> None:
     # no pair at all: NSP adds nothing to the loss, which stays the MLM loss
     loss, m = model(ids, mask, types, positions, labels, nsp_labels=torch.full((3,), IGNORE))
     assert int(m["nsp_loss"][1]) == 0 and float(loss) == pytest.approx(float(m["mlm_loss"][0]) / 3, rel=1e-5)
-
-
-def test_pretraining_starts_the_mlm_bias_at_the_log_unigram() -> None:
-    """The shared initialization (tested exactly with SpanBERT's two heads in test_spanbert.py) is BERT's too."""
-    from bert.pretrain import SPEC
-    from common.encoder_data import init_vocab_heads
-
-    assert SPEC.init_from_data is init_vocab_heads

@@ -168,10 +168,9 @@ def test_unused_parameter_is_named(tmp_path: Path, gpt_store: Path, capsys) -> N
     model = GPTLMHeadModel(cfg)
     model.unused = torch.nn.Linear(2, 2)
     data = WindowDataset(TokenStore(gpt_store), cfg)
-    trainer = Trainer(model, data, lambda e: random_batches(len(data), 4, 0, e)[:1],
-                      TrainSettings(epochs=1, batch_size=4, lr=1e-3), Runtime(torch.device("cpu")),
+    trainer = Trainer(model, TrainSettings(epochs=1, batch_size=4, lr=1e-3), Runtime(torch.device("cpu")), 1,
                       tmp_path / "ckpt.pth")
-    trainer.fit()
+    trainer.step(data, random_batches(len(data), 4, 0, 0)[0])
     err = capsys.readouterr().err
     assert "unused.weight, unused.bias" in err and "torchrun" in err
 
@@ -179,6 +178,7 @@ def test_unused_parameter_is_named(tmp_path: Path, gpt_store: Path, capsys) -> N
 def test_run_main_closes_the_process_group_when_main_ends(tmp_path: Path) -> None:
     """A rank leaves the group (a barrier, then destroy) before interpreter teardown, not in it."""
     import torch.distributed as dist
+
     from common.cli import run_main
     store = dist.FileStore(str(tmp_path / "store"), 1)
     dist.init_process_group("gloo", store=store, rank=0, world_size=1)

@@ -254,22 +254,24 @@ def test_classifier_checkpoint_replays_its_options(tmp_path, sample_vocab) -> No
     options dataclass's fields, as every version wrote it); a checkpoint without them gets the defaults."""
     from common.checkpoint import save_checkpoint
     from common.device import Runtime
-    from common.predict import load_classifier
+    from common.predict import Classifier, load_classifier
     from common.vocab import load_vocab
-    from gpt.train import SPEC, FinetuneOptions
+    from gpt.train import classifier as build
+    from gpt.train import parse_args, wrap
 
     vocab = load_vocab(sample_vocab)
     meta = {"kind": "gpt-classifier", "config": CFG.to_dict(), "vocab": {"fingerprint": vocab.fingerprint, "size": CFG.n_vocab}}
     cpu = Runtime(torch.device("cpu"))
     trained = classifier(lm=0.5)
     save_checkpoint(tmp_path / "lm.pth", {**meta, "options": {"lm": 0.5}, "model": trained.state_dict()})
-    model, cfg = load_classifier(SPEC, str(tmp_path / "lm.pth"), vocab, str(sample_vocab), cpu)
+    spec = Classifier("gpt", wrap, build)
+    model, cfg = load_classifier(spec, str(tmp_path / "lm.pth"), vocab, str(sample_vocab), cpu)
     assert cfg.to_dict() == CFG.to_dict() and model.lm_coef == 0.5 and model.lm_head is not None
     torch.testing.assert_close(model.lm_head.bias, trained.lm_head.bias, atol=0, rtol=0)
 
     save_checkpoint(tmp_path / "bare.pth", {**meta, "model": classifier().state_dict()})
-    model, _ = load_classifier(SPEC, str(tmp_path / "bare.pth"), vocab, str(sample_vocab), cpu)
-    assert model.lm_coef == FinetuneOptions().lm == 0.0 and model.lm_head is None
+    model, _ = load_classifier(spec, str(tmp_path / "bare.pth"), vocab, str(sample_vocab), cpu)
+    assert model.lm_coef == parse_args([]).lm == 0.0 and model.lm_head is None
 
 
 def test_scratch_lm_bias_starts_at_the_log_unigram_of_the_train_reviews() -> None:

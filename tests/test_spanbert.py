@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from common.config import ModelConfig
+from common.encoder import wrap_cls_sep as wrap
 from common.masking import (GEOMETRIC_P, MAX_SPAN_WORDS, N_SPECIAL, choose_spans, mask_spans, max_span_masked,
                             span_length_probs)
 from common.paths import REPO_ROOT
@@ -21,7 +22,6 @@ from common.results import read_csv
 from common.token_store import StoreWriter, TokenStore
 from common.vocab import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 from spanbert.data import segments
-from common.encoder import wrap_cls_sep as wrap
 from spanbert.model import SBO_MAX_TARGETS, SpanBertForPreTraining, SpanBertForSequenceClassification
 from spanbert.pretrain import PretrainingDataset
 
@@ -303,17 +303,17 @@ def test_on_cls_without_pretraining_it_is_berts_classifier() -> None:
     """experiment.py takes BERT's logged scratch rows as its own cls ones (Experiment.scratch_twin): from one
     seed the two train.py build the same weights, wrap a review alike, and take the same training step
     (dropout draws included), so their runs are the same numbers."""
-    from bert.train import SPEC as BERT_SPEC
-    from spanbert.train import SPEC as SPANBERT_SPEC
+    import bert.train
+    import spanbert.train
 
-    assert BERT_SPEC.wrap is SPANBERT_SPEC.wrap
+    assert bert.train.wrap is spanbert.train.wrap
     cfg = dataclasses.replace(CFG, dropout=0.1)
     ids, mask = padded(REVIEWS, extra=3)
     labels = torch.tensor([i % 2 for i in range(len(REVIEWS))])
     stepped = []
-    for spec in (BERT_SPEC, SPANBERT_SPEC):
+    for script in (bert.train, spanbert.train):
         torch.manual_seed(3)
-        model = spec.build_model(cfg, spec.options()).train()
+        model = script.classifier(cfg, {}).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
         losses = []
         for _ in range(2):
@@ -394,13 +394,10 @@ def test_review_text_is_packed_in_front_and_spans_stay_inside_one_review(tmp_pat
 
 def test_vocab_heads_start_at_the_log_unigram_of_the_training_instances(dataset: PretrainingDataset) -> None:
     """MLM and SBO biases both start at the add-one-smoothed log frequencies of the training instances'
-    tokens: specials ([CLS], [SEP]; never targets) and the held-out tail not counted; and the pretraining
-    spec does it (a fresh run, not a resumed one: common.pretrain calls init_from_data)."""
+    tokens: specials ([CLS], [SEP]; never targets) and the held-out tail not counted. (pretrain.py calls it
+    on a fresh run, not a resumed one; tests/test_fixed_seed.py locks the losses that follow.)"""
     from common.encoder_data import init_vocab_heads
     from common.pretrain import Subset, heldout_split
-    from spanbert.pretrain import SPEC
-
-    assert SPEC.init_from_data is init_vocab_heads
     train, heldout = heldout_split(len(dataset), 0.1)
     model = SpanBertForPreTraining(CFG)
     init_vocab_heads(model, Subset(dataset, train))
