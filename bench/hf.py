@@ -1,7 +1,7 @@
 """Hugging Face `transformers` models of our shapes: the baselines.
 
 Configs come from the export's maps (`gpt_hf_config` of gpt/export.py,
-`bert_hf_config` of common/hf_encoder.py: the same mapping the export uses), so
+`bert_hf_config` of bert/export.py: the same mapping the export uses), so
 a baseline has our layer count, widths, vocab, positions, activation and
 LayerNorm epsilon. Each is built in the fastest
 attention implementation it accepts, tried in the order of `ATTENTION_ORDER`
@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bert.export import bert_hf_config, bert_trunk_to_hf
 from common.cli import UserError
 from common.config import ModelConfig
-from common.hf_encoder import bert_hf_config, bert_trunk_to_hf
 from common.vocab import BOS_ID, EOS_ID, PAD_ID
 from gpt.export import gpt_hf_config, gpt_trunk_to_hf
 

@@ -37,12 +37,134 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from common.cli import UserError, positive_int, probability, run_main
-from common.masking import word_start_table
 from common.paths import DATA_DIR
 from common.prep import (add_review_text_args, check_output, data_parser, load_store_vocab, packed_reviews,
                          pretraining_review_ids, store_sources, tokenized_articles)
 from common.token_store import StoreWriter
-from common.vocab import CLS_ID, SEP_ID, Vocab
+from common.vocab import CLS_ID, MASK_ID, N_SPECIAL, SEP_ID, Vocab, word_start_table
+
+# --- masking: whole words, 80/10/10 (pretrain.py masks every instance anew with these) ----------------
+#
+# A word is a run of pieces that starts with a word-start piece (SentencePiece's "▁" marker,
+# `Vocab.word_starts()`) and continues with the pieces that are not; special tokens ([CLS], [SEP],
+# [PAD], [UNK] ...) belong to no word and are never masked. BERT chooses random whole words until
+# mask_prob of the maskable tokens is reached (`choose_whole_words`); of the chosen positions 80% become
+# [MASK], 10% a random non-special token and 10% keep the original, the labels being the original ids
+# (`replace_tokens`). SpanBERT (spanbert/data.py) chooses spans of these words and replaces per span.
+# Every function takes a `numpy.random.Generator`: a caller that seeds it gets the same masks on resume.
+
+MASK_RATIO, RANDOM_RATIO = 0.8, 0.1  # the rest (0.1) keeps the original token
+
+
+def maskable(input_ids: np.ndarray) -> np.ndarray:
+    """(T,) bool: positions that may be masked (every non-special token)."""
+    return np.asarray(input_ids) >= N_SPECIAL
+
+
+def word_spans(input_ids: np.ndarray, word_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whole words of a sequence: (starts, ends), int64 arrays, ends exclusive, in order.
+
+    A word starts at a maskable piece that is a word start or follows a
+    non-maskable position, and runs over the following maskable pieces that are
+    not word starts. Special tokens split words and belong to none.
+    """
+    m, begins, last = _word_marks(np.asarray(input_ids), word_starts)
+    return np.flatnonzero(begins), np.flatnonzero(last) + 1
+
+
+def _word_marks(ids: np.ndarray, word_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(maskable, first piece of a word, last piece of a word), each (T,) bool."""
+    m = ids >= N_SPECIAL
+    prev_m = np.empty_like(m)
+    prev_m[:1], prev_m[1:] = False, m[:-1]
+    begins = m & (word_starts[np.where(m, ids, 0)] | ~prev_m)
+    last = m.copy()
+    last[:-1] &= ~(m[1:] & ~begins[1:])  # the next piece does not extend this word
+    return m, begins, last
+
+
+def choose_whole_words(input_ids: np.ndarray, word_starts: np.ndarray, mask_prob: float,
+                       rng: np.random.Generator, max_predictions: int | None = None) -> np.ndarray:
+    """Sorted positions to mask: whole words in random order until round(mask_prob x maskable
+    tokens) positions (at least 1 unless mask_prob is 0; at most `max_predictions`) are reached.
+
+    As in BERT's create_pretraining_data.py, a word that would overshoot the
+    budget is skipped and shorter words after it may still fill it.
+    """
+    ids = np.asarray(input_ids)
+    m, begins, last = _word_marks(ids, word_starts)
+    starts, ends = np.flatnonzero(begins), np.flatnonzero(last) + 1
+    lengths = ends - starts
+    n_candidates = int(lengths.sum())
+    if n_candidates == 0 or mask_prob <= 0:
+        return np.zeros(0, dtype=np.int64)
+    budget = max(1, int(round(n_candidates * mask_prob)))
+    if max_predictions is not None:
+        budget = min(budget, max_predictions)
+    order = rng.permutation(len(starts))
+    # Fast path: the prefix of the shuffled words that fits; then fill what is left greedily.
+    fits = np.cumsum(lengths[order]) <= budget
+    n_prefix = len(order) if fits.all() else int(np.argmin(fits))
+    chosen = np.zeros(len(starts), dtype=bool)
+    chosen[order[:n_prefix]] = True
+    left = budget - int(lengths[order[:n_prefix]].sum())
+    shortest = int(lengths.min())
+    for w in order[n_prefix:]:
+        if left < shortest:
+            break
+        if lengths[w] <= left:
+            chosen[w] = True
+            left -= int(lengths[w])
+    # Every maskable position lies in exactly one word: the number of word starts up to it, minus one.
+    word_index = np.cumsum(begins) - 1
+    return np.flatnonzero(m & chosen[np.maximum(word_index, 0)]).astype(np.int64)
+
+
+def max_whole_word_masked(n_tokens: int, mask_prob: float) -> int:
+    """The most positions `choose_whole_words` masks in a sequence of n_tokens: its budget never exceeds
+    round(mask_prob x n_tokens) (at least 1)."""
+    return max(1, int(round(n_tokens * mask_prob)))
+
+
+def max_span_masked(n_tokens: int, mask_prob: float) -> int:
+    """The most positions `choose_spans` masks in a sequence of n_tokens: fewer than the budget before the
+    last span, and a span of at most the budget, so at most twice the budget less one."""
+    return 2 * max_whole_word_masked(n_tokens, mask_prob) - 1
+
+
+def replace_tokens(input_ids: np.ndarray, positions: np.ndarray, rng: np.random.Generator, n_vocab: int,
+                   groups: np.ndarray | None = None, mask_id: int = MASK_ID) -> tuple[np.ndarray, np.ndarray]:
+    """Apply the 80/10/10 replacement at `positions`: -> (masked copy of input_ids, labels).
+
+    labels[i] is the original id at positions[i]. 80% -> [MASK], 10% -> a random
+    non-special id in [N_SPECIAL, n_vocab), 10% -> unchanged. `groups` (same
+    length as positions, ints >= 0) makes positions of one group share the
+    draw (SpanBERT replaces a whole span the same way); default: one draw per position.
+    """
+    ids = np.asarray(input_ids)
+    positions = np.asarray(positions, dtype=np.int64)
+    out = ids.copy()
+    labels = ids[positions].copy()
+    if len(positions) == 0:
+        return out, labels
+    if groups is None:
+        u = rng.random(len(positions))
+    else:
+        groups = np.asarray(groups, dtype=np.int64)
+        u = rng.random(int(groups.max()) + 1)[groups]
+    to_mask = u < MASK_RATIO
+    to_random = (u >= MASK_RATIO) & (u < MASK_RATIO + RANDOM_RATIO)
+    out[positions[to_mask]] = mask_id
+    out[positions[to_random]] = rng.integers(N_SPECIAL, n_vocab, size=int(to_random.sum()))
+    return out, labels
+
+
+def mask_whole_words(input_ids: np.ndarray, word_starts: np.ndarray, mask_prob: float, rng: np.random.Generator,
+                     n_vocab: int, max_predictions: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """BERT's masking of one sequence: -> (masked ids, positions, labels)."""
+    positions = choose_whole_words(input_ids, word_starts, mask_prob, rng, max_predictions)
+    masked, labels = replace_tokens(input_ids, positions, rng, n_vocab)
+    return masked, positions, labels
 
 DEFAULT_OUTPUT = DATA_DIR / "kowiki_bert"
 SENTENCE_END = (".", "?", "!")

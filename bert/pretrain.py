@@ -9,27 +9,117 @@ forward and its MLM + NSP losses (model.py), then AdamW (common/trainer.py's `st
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from bert.data import DEFAULT_OUTPUT, NO_NSP
+from bert.data import DEFAULT_OUTPUT, NO_NSP, mask_whole_words, max_whole_word_masked
 from bert.model import BertForPreTraining
 from common.batches import random_batches
 from common.checkpoint import load_compatible
-from common.cli import make_parser, run_main
+from common.cli import UserError, make_parser, run_main
 from common.config import ModelConfig
 from common.device import seed_everything, setup_runtime
-from common.encoder_data import MaskedSegmentDataset, init_vocab_heads
 from common.evaluation import evaluate
+from common.layers import LMHead
 from common.losses import IGNORE
-from common.masking import mask_whole_words, max_whole_word_masked
 from common.pretrain import (add_pretraining_args, announce, check_inputs, checkpoint_meta, format_head_metrics,
                              locked_outputs, prefixed, split, store_columns, write_logs)
-from common.token_store import TokenStore
+from common.token_store import TokenStore, token_counts
 from common.tracking import open_tracker
 from common.trainer import Trainer
+from common.vocab import N_SPECIAL
+
+
+# --- the encoders' pretraining data: variable-length instances of a token store, masked anew at every batch ---
+
+def pack(rows: Sequence[np.ndarray], width: int | None = None, fill: int = 0, dtype: Any = np.int64) -> np.ndarray:
+    """Rows of different lengths -> (len(rows), width) array padded with `fill` on the right.
+
+    width defaults to the longest row (at least 1, so an empty batch of masks keeps a column).
+    """
+    longest = max((len(r) for r in rows), default=0)
+    width = max(longest, 1) if width is None else width
+    if longest > width:
+        raise ValueError(f"a row of {longest} does not fit width {width}")
+    out = np.full((len(rows), width), fill, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+class MaskedSegmentDataset:
+    """Variable-length instances of a token store (`tokens` + `offsets`), masked anew
+    at every `collate` (dynamic masking). BERT's and SpanBERT's pretraining data.
+
+    The masks of a batch come from a generator seeded by one draw of torch's
+    global RNG plus the batch's indices: the trainer checkpoints that RNG, so a
+    resumed run draws exactly the masks the uninterrupted run would have, while
+    each epoch sees new masks. Subclasses set `format` and `max_masked` (their
+    masking's bound, bert/data.py and spanbert/data.py) and write `collate`.
+
+    Every batch has the same shapes: (B, n_seq) tokens, padded, and (B, slots)
+    masked slots, `slots` the most the masking can choose in n_seq tokens, the
+    unused ones [PAD]. A compiled step is then one graph for the whole run, not one
+    per masked count (padding costs little: a batch's longest instance is nearly
+    always n_seq long, and the heads score B x slots rows, not B x n_seq).
+    """
+
+    format = ""
+    max_masked: Callable[[int, float], int]
+
+    def __init__(self, store: Any, cfg: Any):
+        if store.meta.get("format") != self.format:
+            raise UserError(f"{store.path} is not {self.format} pretraining data (format {store.meta.get('format')!r}); "
+                            f"build it with python data.py in {self.format}/")
+        self.n_seq = store.check_n_seq(cfg.n_seq)
+        self.tokens, self.offsets = store["tokens"], store["offsets"]
+        self.word_starts = np.asarray(store["word_starts"], dtype=bool)
+        self.mask_prob = float(store.meta["mask_prob"])
+        self.n_vocab = cfg.n_vocab
+        self.slots = self.max_masked(self.n_seq, self.mask_prob)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def instance(self, i: int) -> np.ndarray:
+        """Token ids of instance i, special tokens included."""
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]].astype(np.int64)
+
+    @staticmethod
+    def batch_rng(indices: np.ndarray) -> np.random.Generator:
+        """The generator a batch's masks are drawn from (see the class docstring)."""
+        draw = int(torch.randint(0, 2**62, (1,)))
+        return np.random.default_rng([draw, *np.asarray(indices, dtype=np.int64).tolist()])
+
+    def pad(self, rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask): the rows right-padded with [PAD] = 0 to n_seq, and True at the real tokens."""
+        input_ids = pack(rows, width=self.n_seq)
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        return input_ids, np.arange(input_ids.shape[1]) < lengths[:, None]
+
+    def pad_slots(self, rows: Sequence[np.ndarray]) -> np.ndarray:
+        """Per-instance masked-slot values (positions, labels, ...) -> (B, slots), [PAD] = 0 where unused."""
+        return pack(rows, width=self.slots)
+
+
+def init_vocab_heads(model: nn.Module, train_set: Any) -> None:
+    """Start the bias of every vocab head of an encoder (BERT's MLM; SpanBERT's MLM and SBO) at the log
+    unigram distribution of what they predict: the tokens of the training instances (`train_set`, a
+    `common.pretrain.Subset` of a `MaskedSegmentDataset`; the held-out tail is not counted), special
+    tokens left out (never masked, so never a target). At bias 0 the only way to predict the unigram
+    distribution, the first thing a masked LM learns, is a hidden state pointing the same way at every
+    position: the encoder drifts towards collapse (`common.diagnose`); see `common.layers.LMHead`."""
+    data: MaskedSegmentDataset = train_set.dataset
+    end = int(data.offsets[int(train_set.indices.max()) + 1])
+    counts = token_counts(data.tokens[:end], data.n_vocab)
+    counts[:N_SPECIAL] = 0
+    for head in (m for m in model.modules() if isinstance(m, LMHead)):
+        head.init_bias_to_log_prior(counts)
 
 
 class PretrainingDataset(MaskedSegmentDataset):

@@ -36,10 +36,9 @@ import torch.nn.functional as F
 
 from bert.data import DATA_DIR
 from bert.model import BertForPreTraining
-from bert.pretrain import PretrainingDataset
+from bert.pretrain import PretrainingDataset, init_vocab_heads
 from common.cli import make_parser, positive_int, probability, run_main
 from common.config import load_config
-from common.encoder_data import init_vocab_heads
 from common.layers import SelfAttention
 from common.pretrain import Subset
 from common.token_store import TokenStore

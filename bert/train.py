@@ -17,14 +17,20 @@ from common.checkpoint import load_compatible
 from common.cli import make_parser, run_main
 from common.config import ModelConfig
 from common.device import seed_everything, setup_runtime
-from common.encoder import wrap_cls_sep as wrap
 from common.finetune import (add_finetuning_args, batch_plan, check_inputs, classifier_meta, encode_splits, load_best,
                              locked_outputs, report, save_best, scorer, start_weights)
 from common.pretrain import prefixed
 from common.tracking import open_tracker
 from common.trainer import Trainer
+from common.vocab import CLS_ID, SEP_ID
 
 FOLDER = Path(__file__).resolve().parent
+
+
+def wrap(ids: list[int], n_seq: int) -> list[int]:
+    """[CLS] review [SEP], the review cut so the whole fits n_seq (one segment: token_type_ids 0).
+    How BERT and SpanBERT present a review for classification."""
+    return [CLS_ID, *ids[: n_seq - 2], SEP_ID]
 
 
 def classifier(cfg: ModelConfig, options: dict[str, Any]) -> BertForSequenceClassification:

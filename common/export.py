@@ -3,7 +3,7 @@
 A model folder's export.py declares an `ExportSpec`: how its pretraining and
 classifier checkpoints become transformers models (and, for the encoders, how a
 Hugging Face BERT folder becomes its pretraining checkpoint; the shared encoder
-map is in common/hf_encoder.py). This module checks the checkpoint, builds the
+map is in bert/export.py). This module checks the checkpoint, builds the
 tokenizer, writes the folder and runs the command line; it knows no model.
 
 Export writes a `save_pretrained` folder that `from_pretrained` / `AutoTokenizer`

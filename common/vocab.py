@@ -19,6 +19,7 @@ import re
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 
 from common.cli import UserError
@@ -27,6 +28,7 @@ from common.paths import DEFAULT_VOCAB
 PAD_ID, UNK_ID, BOS_ID, EOS_ID, SEP_ID, CLS_ID, MASK_ID = range(7)
 PAD, UNK, BOS, EOS, SEP, CLS, MASK = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[SEP]", "[CLS]", "[MASK]"
 SPECIAL_PIECES = [PAD, UNK, BOS, EOS, SEP, CLS, MASK]
+N_SPECIAL = len(SPECIAL_PIECES)  # ids below this are special pieces: never masked, never drawn as random tokens
 WORD_MARKER = "\u2581"  # "▁": SentencePiece's marker at the start of a word
 
 
@@ -93,3 +95,8 @@ class Vocab:
 
 def load_vocab(path: str | os.PathLike = DEFAULT_VOCAB) -> Vocab:
     return Vocab(path)
+
+
+def word_start_table(vocab: Vocab) -> np.ndarray:
+    """(n_vocab,) bool: whether each id begins a word (special pieces count as starts)."""
+    return np.asarray(vocab.word_starts(), dtype=bool)

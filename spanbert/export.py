@@ -11,7 +11,7 @@ pretrained checkpoint for train.py (--import).
 | spanbert-pretrain   | BertModel                                   | SBO and MLM heads dropped; the pooler was never trained |
 | spanbert-classifier | BertForSequenceClassification (--logit cls) | mean / max pooling has no HF class: BertModel + classifier.pt |
 
-The encoder map is common/hf_encoder.py's, the folder, tokenizer and command line
+The encoder map is bert/export.py's, the folder, tokenizer and command line
 common/export.py's; transformers comes from requirements-extra.txt.
 """
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 
 from torch import Tensor
 
+from bert.export import TRUNK_ONLY_NOTE, export_classifier, export_encoder, import_bert
 from common.config import ModelConfig
-from common.export import ExportSpec, Exported, export_main
-from common.hf_encoder import TRUNK_ONLY_NOTE, export_classifier, export_encoder, import_bert
+from common.export import Exported, ExportSpec, export_main
 
 
 def export_pretrained(sd: dict[str, Tensor], cfg: ModelConfig) -> Exported:

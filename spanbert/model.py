@@ -12,7 +12,7 @@ Every masked token x_i of a span (x_s, ..., x_e) is predicted twice:
 The pretraining loss is L_MLM + L_SBO, both averaged over the masked tokens.
 
 Names follow the paper (span boundary, offset) and Hugging Face's BERT classes;
-the trunk is `common.encoder.BertModel`, named `trunk` so that fine-tuning loads
+the trunk is bert/model.py's `BertModel`, named `trunk` so that fine-tuning loads
 it with `common.checkpoint.module_state`.
 """
 from __future__ import annotations
@@ -20,12 +20,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from bert.model import BertModel, MLMHead, masked_lm_loss
 from common.config import ModelConfig
-from common.encoder import BertModel, MLMHead, masked_lm_loss
 from common.layers import LMHead, init_weights, masked_max, masked_mean
 from common.losses import IGNORE, Metrics, classification_loss
-from common.masking import MAX_SPAN_WORDS
 from common.vocab import PAD_ID
+from spanbert.data import MAX_SPAN_WORDS
 
 # Spans are drawn in whole words, at most MAX_SPAN_WORDS of them (the paper's clip),
 # but a word is one or more SentencePiece pieces, so offsets inside a span are

@@ -14,18 +14,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bert.pretrain import MaskedSegmentDataset, init_vocab_heads
 from common.batches import random_batches
 from common.checkpoint import load_compatible
 from common.cli import make_parser, run_main
 from common.device import seed_everything, setup_runtime
-from common.encoder_data import MaskedSegmentDataset, init_vocab_heads
 from common.evaluation import evaluate
-from common.masking import mask_spans, max_span_masked
 from common.pretrain import (add_pretraining_args, announce, check_inputs, checkpoint_meta, format_head_metrics,
                              locked_outputs, prefixed, split, store_columns, write_logs)
 from common.tracking import open_tracker
 from common.trainer import Trainer
-from spanbert.data import DEFAULT_OUTPUT
+from spanbert.data import DEFAULT_OUTPUT, mask_spans, max_span_masked
 from spanbert.model import SpanBertForPreTraining
 
 

@@ -12,11 +12,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from bert.train import wrap  # [CLS] review [SEP], as BERT
 from common.checkpoint import load_compatible
 from common.cli import make_parser, run_main
 from common.config import ModelConfig
 from common.device import seed_everything, setup_runtime
-from common.encoder import wrap_cls_sep as wrap
 from common.finetune import (add_finetuning_args, batch_plan, check_inputs, classifier_meta, encode_splits, load_best,
                              locked_outputs, report, save_best, scorer, start_weights)
 from common.pretrain import prefixed

@@ -13,21 +13,19 @@ import torch
 import torch.nn.functional as F
 
 from bert.data import NO_NSP, build, corpus_pairs, split_sentences, truncate_pair
-from bert.model import BertForPreTraining, BertForSequenceClassification
+from bert.model import BertForPreTraining, BertForSequenceClassification, BertModel, MLMHead, masked_lm_loss
 from bert.pretrain import PretrainingDataset
+from bert.train import wrap
 from common.checkpoint import load_checkpoint
 from common.cli import UserError
 from common.config import ModelConfig
 from common.device import Runtime
-from common.encoder import BertModel, MLMHead, masked_lm_loss
-from common.encoder import wrap_cls_sep as wrap
 from common.evaluation import evaluate
 from common.losses import IGNORE
-from common.masking import N_SPECIAL
 from common.paths import REPO_ROOT
 from common.prep import packed_reviews
 from common.token_store import TokenStore
-from common.vocab import CLS_ID, PAD_ID, SEP_ID
+from common.vocab import CLS_ID, N_SPECIAL, PAD_ID, SEP_ID
 
 CFG = ModelConfig(n_layer=2, d_hidn=32, n_head=4, d_ff=64, n_seq=48, n_segment=2, dropout=0.0, n_vocab=60)
 TINY_CONFIG = {"n_layer": 2, "d_hidn": 64, "n_head": 4, "d_ff": 128, "n_seq": 64, "n_segment": 2, "dropout": 0.1}

@@ -1,5 +1,5 @@
 """Hugging Face export / import (each model folder's export.py, common/export.py and
-common/hf_encoder.py): the exported folder, loaded with `from_pretrained`, gives our
+bert/export.py): the exported folder, loaded with `from_pretrained`, gives our
 logits (max abs difference < 1e-4, float32, eval mode) on right-padded batches of
 NSMC reviews, and its tokenizer gives our ids.
 
@@ -22,19 +22,21 @@ from torch import Tensor, nn
 
 transformers = pytest.importorskip("transformers")
 
+from bert.export import SPEC as BERT_EXPORT  # noqa: E402
+from bert.export import bert_hf_config, import_bert  # noqa: E402
+from bert.model import BertModel  # noqa: E402
+from bert.model import BertForPreTraining, BertForSequenceClassification  # noqa: E402
+from bert.train import wrap as wrap_cls_sep  # noqa: E402
 from common.checkpoint import save_checkpoint  # noqa: E402
 from common.cli import UserError  # noqa: E402
 from common.config import ModelConfig  # noqa: E402
-from common.nsmc import read_nsmc_tsv  # noqa: E402
-from common.encoder import BertModel, wrap_cls_sep  # noqa: E402
 from common.export import export_checkpoint, load_into, require_transformers  # noqa: E402
-from common.hf_encoder import bert_hf_config, import_bert  # noqa: E402
 from common.layers import masked_mean  # noqa: E402
+from common.nsmc import read_nsmc_tsv  # noqa: E402
 from common.paths import REPO_ROOT, SAMPLE_DIR  # noqa: E402
 from common.vocab import EOS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES, load_vocab, normalize_text  # noqa: E402
-from bert.export import SPEC as BERT_EXPORT  # noqa: E402
-from bert.model import BertForPreTraining, BertForSequenceClassification  # noqa: E402
-from gpt.export import LM_BIAS_FILE, SPEC as GPT_EXPORT  # noqa: E402
+from gpt.export import LM_BIAS_FILE
+from gpt.export import SPEC as GPT_EXPORT  # noqa: E402
 from gpt.model import GPTForSequenceClassification, GPTLMHeadModel  # noqa: E402
 from gpt.train import wrap as gpt_wrap  # noqa: E402
 from spanbert.export import SPEC as SPANBERT_EXPORT  # noqa: E402
@@ -407,13 +409,11 @@ def test_bert_mlm_training_tracks_hugging_face(vocab, tmp_path, sample_corpus):
     an untied or doubly counted embedding, a loss over the wrong slots or a bias outside the optimizer would
     part the curves within a few steps."""
     from bert.data import build
-    from bert.pretrain import PretrainingDataset
-    from common.encoder_data import init_vocab_heads
-    from common.hf_encoder import bert_trunk_to_hf
+    from bert.export import bert_trunk_to_hf, pretraining_heads_to_hf
+    from bert.pretrain import PretrainingDataset, init_vocab_heads
     from common.pretrain import Subset
     from common.token_store import TokenStore
     from common.train_options import make_optimizer
-    from bert.export import pretraining_heads_to_hf
 
     build("none", str(tmp_path / "store"), 48, vocab.path, workers=1, extra=str(sample_corpus["train"]),
           test_path=str(sample_corpus["test"]))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bert.model import MLMHead, masked_lm_loss
 from common.config import ModelConfig
-from common.encoder import MLMHead, masked_lm_loss
 from common.vocab import PAD_ID
 from spanbert.model import SpanBoundaryHead, span_boundary_loss
 

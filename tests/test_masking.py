@@ -1,12 +1,12 @@
-"""common/masking.py: whole words, the mask budget, 80/10/10 replacement, packing."""
+"""bert/data.py's masking: whole words, the mask budget, 80/10/10 replacement; bert/pretrain.py's packing."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from common.encoder_data import pack
-from common.masking import N_SPECIAL, choose_whole_words, mask_whole_words, maskable, replace_tokens, word_spans
-from common.vocab import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
+from bert.data import choose_whole_words, mask_whole_words, maskable, replace_tokens, word_spans
+from bert.pretrain import pack
+from common.vocab import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID, UNK_ID
 
 N_VOCAB = 500
 

@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from bert.train import wrap
 from common.config import ModelConfig
-from common.encoder import wrap_cls_sep as wrap
-from common.masking import (GEOMETRIC_P, MAX_SPAN_WORDS, N_SPECIAL, choose_spans, mask_spans, max_span_masked,
-                            span_length_probs)
 from common.paths import REPO_ROOT
 from common.results import read_csv
 from common.token_store import StoreWriter, TokenStore
-from common.vocab import CLS_ID, MASK_ID, PAD_ID, SEP_ID
-from spanbert.data import segments
+from common.vocab import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID
+from spanbert.data import (GEOMETRIC_P, MAX_SPAN_WORDS, choose_spans, mask_spans, max_span_masked, segments,
+                           span_length_probs)
 from spanbert.model import SBO_MAX_TARGETS, SpanBertForPreTraining, SpanBertForSequenceClassification
 from spanbert.pretrain import PretrainingDataset
 
@@ -396,7 +395,7 @@ def test_vocab_heads_start_at_the_log_unigram_of_the_training_instances(dataset:
     """MLM and SBO biases both start at the add-one-smoothed log frequencies of the training instances'
     tokens: specials ([CLS], [SEP]; never targets) and the held-out tail not counted. (pretrain.py calls it
     on a fresh run, not a resumed one; tests/test_fixed_seed.py locks the losses that follow.)"""
-    from common.encoder_data import init_vocab_heads
+    from bert.pretrain import init_vocab_heads
     from common.pretrain import Subset, heldout_split
     train, heldout = heldout_split(len(dataset), 0.1)
     model = SpanBertForPreTraining(CFG)
