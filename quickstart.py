@@ -19,7 +19,8 @@ from common.cli import UserError, make_parser, positive_int, run_main
 from common.paths import REPO_ROOT, SAMPLE_DIR
 from common.io import write_json
 from common.plots import plot_runs
-from common.results import read_csv, results_table
+from common.io import read_csv
+from common.results import results_table
 
 # The sample corpus is ~100 KB: a 2-layer model learns from it in seconds, where the
 # half-size model would need far more text and time than a quickstart has.

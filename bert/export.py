@@ -223,7 +223,8 @@ def export_pretrained(sd: dict[str, Tensor], cfg: ModelConfig) -> Exported:
 
 
 SPEC = ExportSpec(name="bert", folder=Path(__file__).resolve().parent, export_pretrained=export_pretrained,
-                  export_classifier=export_classifier, import_pretrained=import_bert)
+                  export_classifier=export_classifier, hf_trunk="BertModel",
+                  import_pretrained=import_bert)
 
 if __name__ == "__main__":
     export_main(SPEC)

@@ -17,7 +17,7 @@ import numpy as np
 from common.cli import UserError, make_parser, non_negative_int, run_main
 from common.nsmc import NSMC_DEV_SIZE, labelled_subset, nsmc_split, read_nsmc_json
 from common.paths import NSMC_TEST_JSON, NSMC_TRAIN_JSON, REPO_ROOT, rel
-from common.results import append_result, update_report
+from common.results import append_result
 from common.vocab import normalize_text
 
 
@@ -79,8 +79,6 @@ def main() -> None:
         for model in models:
             folder = REPO_ROOT / model
             append_result(folder / "results.csv", row)
-            if (folder / "README.md").is_file():
-                update_report(folder)
 
     run_main(run)
 

@@ -38,7 +38,8 @@ from common.experiment_plan import (SCRATCH, TAKEN_OVER, Arm, Budget, Experiment
 from common.experiment_report import report
 from common.paths import DATA_DIR, KOWIKI_JSON, NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel
 from common.plots import STEPS_SUFFIX
-from common.results import append_result, read_csv
+from common.io import read_csv
+from common.results import append_result
 
 
 def _run(cmd: list[str], cwd: Path) -> None:

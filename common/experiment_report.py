@@ -14,7 +14,8 @@ from common.experiment_plan import (RECIPE, SCRATCH, TFIDF, Budget, Experiment, 
 from common.io import atomic_path
 from common.paths import rel
 from common.plots import STEPS_SUFFIX, plot_pretraining, pyplot
-from common.results import read_csv, update_readme
+from common.io import read_csv
+from common.results import update_readme
 
 BEGIN, END = "<!-- experiment:begin -->", "<!-- experiment:end -->"
 

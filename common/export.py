@@ -73,6 +73,7 @@ class ExportSpec:
     folder: Path  # the model folder (defaults are resolved against it)
     export_pretrained: Callable[[dict[str, Tensor], ModelConfig], Exported]  # (state dict, config)
     export_classifier: Callable[[dict[str, Tensor], ModelConfig, dict[str, Any]], Exported]  # (..., options)
+    hf_trunk: str  # the transformers class of the trunk, as messages name it ("BertModel")
     # optional (--import): a Hugging Face folder -> our "<name>-pretrain" checkpoint state; args (folder, vocab, name)
     import_pretrained: Callable[[str | os.PathLike, Vocab, str], dict[str, Any]] | None = None
 
@@ -210,7 +211,7 @@ def export_checkpoint(spec: ExportSpec, model_path: str | os.PathLike, vocab_pat
     check_compatible(state, model_path, state["config"], vocab.fingerprint, vocab_path)
     if state["config"].get("rotary"):
         raise UserError(f"{model_path} uses rotary attention (config rotary: true), which Hugging Face's "
-                        f"{'OpenAIGPTModel' if spec.name == 'gpt' else 'BertModel'} does not have: an export "
+                        f"{spec.hf_trunk} does not have: an export "
                         f"would not give this model's logits. Export a model trained with rotary: false")
     exported = export_state(spec, state)
     cfg = ModelConfig(**state["config"])

@@ -17,6 +17,7 @@ read through `iter_json_lines`, with the same one-line errors.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import fcntl
 import glob
@@ -164,3 +165,19 @@ def iter_json_lines(path: Path, fix: str) -> Iterator[tuple[int, dict]]:
                 yield number, obj
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text ({e.reason}); {fix} again") from None
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_open(path, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    p = Path(path)
+    if not p.is_file():
+        return []
+    with open(p, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))

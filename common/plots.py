@@ -63,7 +63,7 @@ def plot_runs(run_logs: list[Path], img_dir: Path) -> list[Path]:
     """img/loss.svg and img/accuracy.svg from runs/<item>.csv (per epoch) and runs/<item>.steps.csv."""
     from matplotlib.ticker import MaxNLocator
 
-    from common.results import read_csv
+    from common.io import read_csv
 
     plt = pyplot()
     logs = sorted(p for p in run_logs if not p.name.endswith(STEPS_SUFFIX))
@@ -102,7 +102,7 @@ def pretraining_points(log: Path, tokens_per_step: int = 0) -> tuple[list[tuple[
     """(held-out points, train-loss points) against tokens seen, from `<save>.steps.csv`, or from the
     end-of-epoch rows of `<save>.log.json` (tokens = steps x batch x n_seq, or x `tokens_per_step` for a
     log older than those columns) for a run logged without a step log."""
-    from common.results import read_csv
+    from common.io import read_csv
 
     steps = read_csv(log) if log.name.endswith(STEPS_SUFFIX) else []
     if steps:

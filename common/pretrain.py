@@ -20,7 +20,7 @@ from common.evaluation import Dataset
 from common.io import exclusive_output, write_json
 from common.layers import count_parameters
 from common.paths import rel
-from common.results import write_csv
+from common.io import write_csv
 from common.token_store import TokenStore
 from common.tracking import check_tracker
 from common.train_options import TrainSettings, add_common_training_args, resolve_resume, settings_from_args

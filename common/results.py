@@ -1,47 +1,25 @@
-"""Results of fine-tuning runs: a finished run's row and logs (train.py's report), the model's
-results table, its README section and plots, all regenerated from the logged files.
+"""Results of fine-tuning runs: a finished run's row and logs (train.py's report), the results table
+in markdown, and a README section replaced between its marker lines (experiment.py's report).
 
-    python -m common.results gpt      # rebuild gpt/README.md's table and gpt/img/*.svg
-
-Layout inside a model folder:
+Layout beside a results table (a model folder's own, or experiment/'s):
     runs/<ITEM>.csv   per-epoch log of one run (train and dev loss and accuracy, time, tokens/s)
     runs/<ITEM>.steps.csv  its step log (train loss every --log_every steps, dev every --eval_every)
-    results.csv       one row per finished run (the README table is made from it)
+    results.csv       one row per finished run
 """
 from __future__ import annotations
 
-import argparse
-import csv
 import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from common.cli import UserError, make_parser, run_main
-from common.io import atomic_open
-from common.paths import REPO_ROOT
-from common.plots import STEPS_SUFFIX, plot_pretraining, plot_runs
+from common.cli import UserError
+from common.io import atomic_open, read_csv, write_csv
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 RESULT_COLUMNS = ["item", "pretrain", "variant", "epochs", "best_epoch", "train_reviews", "seed", "dev_acc",
                   "test_loss", "test_acc", "minutes", "device", "note"]
-
-
-def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
-    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
-    with atomic_open(path, newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
-    p = Path(path)
-    if not p.is_file():
-        return []
-    with open(p, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def append_result(path: str | os.PathLike, row: dict[str, Any]) -> None:
@@ -62,8 +40,8 @@ def result_row(item: str, pretrain: str, variant: str, history: list[dict[str, A
 
 def record_run(results: str, row: dict[str, Any], history: list[dict[str, Any]], step_log: list[dict[str, Any]],
                save: Path) -> None:
-    """Report a finished run: its logs in runs/ beside `results`, its row in `results`, and the model folder's
-    README table and plots redrawn when `results` is the folder's own table (it has a README)."""
+    """Report a finished run: its logs in runs/ beside `results` and its row in `results` (the README tables are
+    experiment.py's, drawn from its own logs)."""
     folder = Path(results).parent
     runs = folder / "runs"
     runs.mkdir(exist_ok=True)
@@ -73,8 +51,6 @@ def record_run(results: str, row: dict[str, Any], history: list[dict[str, Any]],
     print(f"best epoch {row['best_epoch']} (dev acc {row['dev_acc']:.4f}): test acc {row['test_acc']:.4f}; "
           f"model saved to {save}; results in {results}")
     print("command: " + " ".join(shlex.quote(a) for a in sys.argv))
-    if (folder / "README.md").is_file():
-        update_report(folder)
 
 
 def _fmt(value: str, digits: int = 4) -> str:
@@ -106,33 +82,3 @@ def update_readme(readme: Path, table: str, begin: str = BEGIN, end: str = END) 
     _, tail = rest.split(end, 1)
     with atomic_open(readme) as f:
         f.write(f"{head}{begin}\n{table}\n{end}{tail}")
-
-
-def update_report(folder: str | os.PathLike) -> None:
-    """Regenerate a model folder's README table and plots from results.csv and runs/*.csv."""
-    folder = Path(folder)
-    rows = read_csv(folder / "results.csv")
-    if not rows:
-        raise UserError(f"{folder / 'results.csv'} has no results yet (run train.py in {folder.name}/ first)")
-    update_readme(folder / "README.md", results_table(rows))
-    plot_runs(sorted((folder / "runs").glob("*.csv")), folder / "img")
-    drawn = "loss.svg, accuracy.svg"
-    pretraining = {log.name.removesuffix(STEPS_SUFFIX): log for log in sorted(folder.glob(f"*{STEPS_SUFFIX}"))}
-    if pretraining:  # the pretraining runs of this folder (pretrain.py writes <save>.steps.csv)
-        plot_pretraining(pretraining, folder / "img" / "pretrain.svg")
-        drawn += ", pretrain.svg"
-    print(f"updated {folder / 'README.md'} ({len(rows)} rows) and {folder / 'img'}/{drawn}")
-
-
-def main() -> None:
-    parser = make_parser("Regenerate a model's README results table and plots from its logged runs.")
-    parser.add_argument("model", help="model folder: gpt, bert or spanbert (or a path)")
-    args: argparse.Namespace = parser.parse_args()
-    folder = Path(args.model)
-    if not folder.is_dir():
-        folder = REPO_ROOT / args.model
-    run_main(lambda: update_report(folder))
-
-
-if __name__ == "__main__":
-    main()

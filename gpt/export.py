@@ -116,7 +116,7 @@ def export_classifier(sd: dict[str, Tensor], cfg: ModelConfig, options: dict[str
 
 
 SPEC = ExportSpec(name="gpt", folder=Path(__file__).resolve().parent,
-                  export_pretrained=export_lm, export_classifier=export_classifier)
+                  export_pretrained=export_lm, export_classifier=export_classifier, hf_trunk="OpenAIGPTModel")
 
 if __name__ == "__main__":
     export_main(SPEC)

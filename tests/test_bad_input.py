@@ -196,7 +196,8 @@ def test_readme_table_lists_every_case() -> None:
 HELP_SCRIPTS = [("gpt", "data.py"), ("gpt", "pretrain.py"), ("gpt", "train.py"), ("gpt", "predict.py"),
                 ("gpt", "generate.py"), ("gpt", "export.py"), ("gpt", "experiment.py"), ("spanbert", "train.py"),
                 ("data", "download.py"), ("data", "kowiki.py"), ("data", "nsmc.py"), ("vocab", "build.py"),
-                (".", "-m common.results"), (".", "-m common.baseline"), ("gpt", "diagnose.py")]
+                ("bert", "pretrain.py"), ("bert", "train.py"), ("spanbert", "pretrain.py"),
+                (".", "-m common.baseline"), ("gpt", "diagnose.py")]
 
 
 def test_help_shows_every_default_once(script_env) -> None:

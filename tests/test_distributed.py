@@ -34,7 +34,7 @@ from common.checkpoint import load_checkpoint
 from common.config import ModelConfig
 from common.device import Runtime
 from common.paths import REPO_ROOT
-from common.results import read_csv
+from common.io import read_csv
 from common.token_store import TokenStore
 from common.train_options import TrainSettings
 from common.trainer import Trainer

@@ -12,7 +12,7 @@ import pytest
 
 from common.experiment_plan import Budget, Experiment, item_name, only_arms, plan
 from common.paths import REPO_ROOT
-from common.results import read_csv, write_csv
+from common.io import read_csv, write_csv
 
 README = "# GPT\n\nbefore\n<!-- experiment:begin -->\nold\n<!-- experiment:end -->\nafter\n"
 

@@ -16,7 +16,7 @@ import torch
 from bert.train import wrap
 from common.config import ModelConfig
 from common.paths import REPO_ROOT
-from common.results import read_csv
+from common.io import read_csv
 from common.token_store import StoreWriter, TokenStore
 from common.vocab import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID
 from spanbert.data import (GEOMETRIC_P, MAX_SPAN_WORDS, choose_spans, mask_spans, max_span_masked, segments,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from common.paths import REPO_ROOT
-from common.results import read_csv
+from common.io import read_csv
 
 
 @pytest.fixture(scope="module")
