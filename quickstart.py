@@ -15,11 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from common.cli import UserError, make_parser, positive_int, run_main
-from common.paths import REPO_ROOT, SAMPLE_DIR
-from common.io import write_json
-from common.plots import plot_runs
-from common.io import read_csv
+from common.cli import REPO_ROOT, SAMPLE_DIR, UserError, make_parser, positive_int, run_main
+from common.experiment_report import plot_runs
+from common.io import read_csv, write_json
 from common.results import results_table
 
 # The sample corpus is ~100 KB: a 2-layer model learns from it in seconds, where the

@@ -8,10 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from bench.inputs import Inputs, StoreBuilder
+from common.cli import REPO_ROOT
 from common.config import ModelConfig, load_config
 from common.device import Runtime
-from common.paths import REPO_ROOT
-from common.train_options import make_optimizer
+from common.trainer import make_optimizer
 
 MAX_GRAD_NORM = 1.0  # common/trainer.py's default clipping, on both sides
 WEIGHT_DECAY = 0.01

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from bench.context import Context
 from bench.inputs import SCALES, StoreRun, run_measured
-from common.paths import REPO_ROOT
+from common.cli import REPO_ROOT
 
 
 @dataclass

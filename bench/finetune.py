@@ -13,10 +13,10 @@ from torch import Tensor
 from bench import classic, hf
 from bench.context import Contender, Context, hf_loss, ours_loss
 from bench.timing import Measurement, interleaved, trunk_flops, vocab_head_flops
-from common.batches import length_bucketed_batches, random_batches
 from common.config import ModelConfig
 from common.evaluation import to_device
-from common.reviews import ReviewDataset
+from common.nsmc import ReviewDataset
+from common.trainer import length_bucketed_batches, random_batches
 
 
 @dataclass

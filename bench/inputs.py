@@ -22,10 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import UserError
+from common.cli import DEFAULT_VOCAB, KOWIKI_JSON, NSMC_TRAIN_JSON, REPO_ROOT, SAMPLE_DIR, UserError, corpus_dir, rel
 from common.corpus import iter_wikiextractor, skip_reason
 from common.nsmc import read_nsmc_json, read_nsmc_tsv
-from common.paths import DEFAULT_VOCAB, KOWIKI_JSON, NSMC_TRAIN_JSON, REPO_ROOT, SAMPLE_DIR, corpus_dir, rel
 from common.vocab import Vocab, load_vocab
 
 MODELS = ("gpt", "bert", "spanbert")

@@ -57,7 +57,7 @@ def header(r: Results) -> list[str]:
         "  Hugging Face's MLM heads score every position, ours only the masked ones, so per real token",
         "  they execute more FLOPs. % of matmul rate = GFLOP/s / the measured matmul rate below.",
         "- Fine-tuning and pretraining steps are forward + backward + gradient clipping + AdamW",
-        "  (`common.train_options.make_optimizer`), the same settings on both sides, dropout on, after warm-up steps.",
+        "  (`common.trainer.make_optimizer`), the same settings on both sides, dropout on, after warm-up steps.",
     ]
     if r.quick:
         lines += ["", "> **Quick mode** (`--quick`): the sample corpus, small batches, few repetitions. The numbers",
@@ -102,7 +102,7 @@ def finetune_section(r: Results) -> list[str]:
     if (missing := not_run(r, "1")) is not None:
         return lines + [""] + missing
     lines += ["", "### 1a. Model against model, identical batches", "",
-              f"The first {s.finetune_batches} batches of our pipeline (length-bucketed, `common.batches."
+              f"The first {s.finetune_batches} batches of our pipeline (length-bucketed, `common.trainer."
               "length_bucketed_batches`) fed as the same tensors to our classifier and to the Hugging Face classifier"
               " of the same shape, loaded with the same weights (the logit difference is measured in eval mode on the"
               " first batch). SpanBERT's classifier is a BERT encoder: its baseline is BertForSequenceClassification.",

@@ -37,10 +37,9 @@ from bench.pretrain import gpu_case, pretrain_case
 from bench.report import render
 from bench.results import Results
 from bench.timing import matmul_rate
-from common.cli import UserError, make_parser, positive_int, run_main
+from common.cli import REPO_ROOT, UserError, make_parser, positive_int, rel, run_main
 from common.device import Runtime, select_device
 from common.io import atomic_open
-from common.paths import REPO_ROOT, rel
 
 DEFAULT_REPORT = REPO_ROOT / "bench" / "README.md"
 ALL_CASES = ("1", "2", "3", "4")

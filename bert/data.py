@@ -36,8 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from common.cli import UserError, positive_int, probability, run_main
-from common.paths import DATA_DIR
+from common.cli import DATA_DIR, UserError, positive_int, probability, run_main
 from common.prep import (add_review_text_args, check_output, data_parser, load_store_vocab, packed_reviews,
                          pretraining_review_ids, store_sources, tokenized_articles)
 from common.token_store import StoreWriter

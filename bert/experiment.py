@@ -7,15 +7,14 @@ Three pretrainings at one token budget (MLM + NSP), each a token store of data.p
 - kowiki: the Wikipedia slice alone, BERT's own kind of text (sentence pairs, NSP);
 - kowiki+reviews: the Wikipedia pairs with the packed reviews in front.
 Then train.py from scratch and from each, along the label curve. See
-common/experiment_plan.py.
+common/experiment_report.py.
 
     python experiment.py            # everything, resumable (--sizes 1000 5000 0 and --arms kowiki shorten it)
     python experiment.py --only report
 """
 from pathlib import Path
 
-from common.experiment import experiment_main
-from common.experiment_plan import Experiment
+from common.experiment import Experiment, experiment_main
 
 EXPERIMENT = Experiment(
     folder=Path(__file__).resolve().parent,

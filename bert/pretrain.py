@@ -19,7 +19,6 @@ from torch import nn
 
 from bert.data import DEFAULT_OUTPUT, NO_NSP, mask_whole_words, max_whole_word_masked
 from bert.model import BertForPreTraining
-from common.batches import random_batches
 from common.checkpoint import load_compatible
 from common.cli import UserError, make_parser, run_main
 from common.config import ModelConfig
@@ -31,9 +30,8 @@ from common.pretrain import (add_pretraining_args, announce, check_inputs, check
                              locked_outputs, prefixed, split, store_columns, write_logs)
 from common.token_store import TokenStore, token_counts
 from common.tracking import open_tracker
-from common.trainer import Trainer
+from common.trainer import Trainer, random_batches
 from common.vocab import N_SPECIAL
-
 
 # --- the encoders' pretraining data: variable-length instances of a token store, masked anew at every batch ---
 

@@ -42,7 +42,7 @@ from common.config import load_config
 from common.layers import SelfAttention
 from common.pretrain import Subset
 from common.token_store import TokenStore
-from common.train_options import lr_factor, make_optimizer
+from common.trainer import lr_factor, make_optimizer
 
 FOLDER = Path(__file__).resolve().parent
 N_SEQ = 128

@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from common.cli import UserError, make_parser, non_negative_int, run_main
+from common.cli import (NSMC_TEST_JSON, NSMC_TRAIN_JSON, REPO_ROOT, UserError, make_parser, non_negative_int, rel,
+                        run_main)
 from common.nsmc import NSMC_DEV_SIZE, labelled_subset, nsmc_split, read_nsmc_json
-from common.paths import NSMC_TEST_JSON, NSMC_TRAIN_JSON, REPO_ROOT, rel
 from common.results import append_result
 from common.vocab import normalize_text
 

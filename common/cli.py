@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by every script.
+"""Command-line plumbing shared by every script, and where things are (the repository, data, vocab).
 
 Every script builds its parser with `make_parser` (so `--help` shows each
 default) and runs its body through `run_main`, which turns a `UserError` into a
@@ -18,7 +18,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from common.paths import DEFAULT_VOCAB, rel
+# --- where things are: the repository, its data, the real corpora -------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "data"
+SAMPLE_DIR = DATA_DIR / "sample"
+DOWNLOAD_DIR = DATA_DIR / "download"
+VOCAB_DIR = REPO_ROOT / "vocab"
+
+KOWIKI_JSON = DATA_DIR / "kowiki.json"
+NSMC_TRAIN_JSON = DATA_DIR / "ratings_train.json"
+NSMC_TEST_JSON = DATA_DIR / "ratings_test.json"
+DEFAULT_VOCAB = VOCAB_DIR / "kowiki.model"
+
+
+def rel(path: Path) -> str:
+    """`path` relative to the current directory when that is shorter (for --help and messages)."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+    return relative if len(relative) < len(str(path)) else str(path)
+
+
+def corpus_dir() -> Path | None:
+    """The real corpora folder named by $CORPUS_DIR (see the README), or None."""
+    value = os.environ.get("CORPUS_DIR")
+    return Path(value) if value else None
 
 
 class UserError(Exception):

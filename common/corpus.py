@@ -26,9 +26,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from common.cli import UserError
+from common.cli import DATA_DIR, SAMPLE_DIR, UserError, rel
 from common.io import iter_json_lines
-from common.paths import DATA_DIR, SAMPLE_DIR, rel
 
 # --- kowiki: wikiextractor output -------------------------------------------
 

@@ -37,11 +37,10 @@ import torch
 from torch import Tensor, nn
 
 from common.checkpoint import load_checkpoint
-from common.cli import UserError, make_parser, positive_int, run_main
+from common.cli import REPO_ROOT, UserError, make_parser, positive_int, rel, run_main
 from common.config import ModelConfig, load_config
 from common.layers import LMHead, Transformer
 from common.losses import IGNORE
-from common.paths import REPO_ROOT, rel
 from common.pretrain import heldout_split
 from common.token_store import TokenStore
 from common.vocab import N_SPECIAL  # ids below are special pieces: never drawn as a probe token

@@ -1,7 +1,7 @@
 """The experiment behind every model's results: what pretraining buys, measured.
 
 A model folder's experiment.py declares its pretraining arms (which text goes
-into the store) and its fine-tuning variants (`common/experiment_plan.py`); this
+into the store) and its fine-tuning variants (`common/experiment_report.py`); this
 module runs the whole plan with one budget for every arm, and
 `common/experiment_report.py` rebuilds the README's results section and
 `img/label_curve.svg` from the logs:
@@ -32,12 +32,10 @@ import sys
 import time
 from pathlib import Path
 
-from common.cli import UserError, add_gpu_option, add_vocab_option, make_parser, non_negative_int, positive_int, run_main
-from common.experiment_plan import (SCRATCH, TAKEN_OVER, Arm, Budget, Experiment, Paths, Run, item_name, only_arms, plan,
-                                    recipe_budget, recipe_checkpoint, store_path)
-from common.experiment_report import report
-from common.paths import DATA_DIR, KOWIKI_JSON, NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel
-from common.plots import STEPS_SUFFIX
+from common.cli import (DATA_DIR, KOWIKI_JSON, NSMC_TEST_JSON, NSMC_TRAIN_JSON, UserError, add_gpu_option,
+                        add_vocab_option, make_parser, non_negative_int, positive_int, rel, run_main)
+from common.experiment_report import (SCRATCH, STEPS_SUFFIX, TAKEN_OVER, Arm, Budget, Experiment, Paths, Run, item_name,
+                                      only_arms, plan, recipe_budget, recipe_checkpoint, report, store_path)
 from common.io import read_csv
 from common.results import append_result
 

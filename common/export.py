@@ -37,9 +37,8 @@ import torch
 from torch import Tensor
 
 from common.checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from common.cli import UserError, add_vocab_option, make_parser, require_file, require_output_dir, run_main
+from common.cli import UserError, add_vocab_option, make_parser, rel, require_file, require_output_dir, run_main
 from common.config import ModelConfig
-from common.paths import rel
 from common.vocab import BOS, CLS, EOS, MASK, PAD, SEP, SPECIAL_PIECES, UNK, WORD_MARKER, Vocab, load_vocab
 
 INSTALL_HINT = "pip install -r requirements-extra.txt"

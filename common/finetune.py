@@ -1,7 +1,8 @@
 """The mechanics every train.py calls: its shared flags, NSMC read and split (the dev set that picks the
 epoch, never test), the reviews encoded with the model's special tokens, the pretrained weights loaded
 strictly, the best-dev checkpoint, test scored once, and the run's report. The loop itself is in each
-model's train.py; what a model adds (GPT's --lm, SpanBERT's --logit) is declared there."""
+model's train.py; what a model adds (GPT's --lm, SpanBERT's --logit) is declared there. At the end:
+predict.py's classifier loading and classification."""
 from __future__ import annotations
 
 import argparse
@@ -13,22 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
-from common.batches import length_bucketed_batches, sorted_batches
-from common.checkpoint import load_checkpoint, load_compatible, module_state, prev_path, save_checkpoint
-from common.cli import UserError, non_negative_int, positive_int, require_file, require_output_dir
+from common.checkpoint import (check_compatible, load_checkpoint, load_compatible, module_state, prev_path,
+                               save_checkpoint)
+from common.cli import (NSMC_TEST_JSON, NSMC_TRAIN_JSON, REPO_ROOT, UserError, add_gpu_option, add_vocab_option,
+                        make_parser, non_negative_int, positive_int, rel, require_file, require_output_dir, run_main)
 from common.config import ModelConfig, load_config
-from common.device import Runtime
+from common.device import Runtime, setup_runtime
 from common.evaluation import evaluate
 from common.io import exclusive_output
-from common.nsmc import NSMC_DEV_SIZE, labelled_subset, nsmc_split, read_nsmc_json
-from common.paths import NSMC_TEST_JSON, NSMC_TRAIN_JSON, rel
+from common.nsmc import NSMC_DEV_SIZE, ReviewDataset, encode_reviews, labelled_subset, nsmc_split, read_nsmc_json
 from common.results import record_run, result_row
-from common.reviews import ReviewDataset, encode_reviews
 from common.tracking import check_tracker
-from common.train_options import TrainSettings, add_common_training_args, settings_from_args
-from common.trainer import Trainer
+from common.trainer import (Trainer, TrainSettings, add_common_training_args, length_bucketed_batches,
+                            settings_from_args, sorted_batches)
 from common.vocab import Vocab, load_vocab
 
 EVAL_BATCH = 256  # the smallest batch dev and test are scored in
@@ -36,7 +37,7 @@ EVAL_BATCH = 256  # the smallest batch dev and test are scored in
 
 def add_finetuning_args(parser: argparse.ArgumentParser, folder: Path, batch: int, epoch: int, lr: float) -> None:
     """The flags every train.py takes: the NSMC files, the pretrained checkpoint, the training options
-    shared with pretrain.py (common/train_options.py), the label budget and the results table."""
+    shared with pretrain.py (common/trainer.py), the label budget and the results table."""
     parser.add_argument("--train", default=rel(NSMC_TRAIN_JSON), help="NSMC train file (from data/nsmc.py)")
     parser.add_argument("--test", default=rel(NSMC_TEST_JSON), help="NSMC test file (from data/nsmc.py)")
     parser.add_argument("--pretrain", default=None,
@@ -194,3 +195,68 @@ def report(args: argparse.Namespace, name: str, inputs: FinetuningInputs, traine
     if trainer.runtime.is_main:
         record_run(args.results, row, trainer.history, trainer.step_log, inputs.save)
     return row
+
+
+# --- prediction: a fine-tuned classifier loaded with its options, reviews classified (predict.py) -----------
+
+@dataclass
+class Classifier:
+    """A model's classifier, as its train.py defines it."""
+    name: str  # "gpt", "bert", "spanbert": its folder
+    wrap: Callable[[list[int], int], list[int]]  # (content ids, n_seq) -> ids with the model's special tokens
+    build: Callable[[ModelConfig, dict[str, Any]], nn.Module]  # (config, train.py's options) -> the classifier
+
+
+def load_classifier(spec: Classifier, path: str, vocab: Vocab, vocab_path: str, runtime: Runtime) -> tuple[nn.Module, ModelConfig]:
+    """The classifier train.py saved at `path`, rebuilt with the options it was trained with, ready to classify."""
+    state = load_checkpoint(path, fallback=False)
+    if state.get("kind") != f"{spec.name}-classifier":
+        raise UserError(f"{path} is not a fine-tuned {spec.name} classifier (it is {state.get('kind')!r}); pass save_best.pth from train.py")
+    cfg = ModelConfig(**state["config"])
+    check_compatible(state, path, cfg.to_dict(), vocab.fingerprint, vocab_path)
+    model = spec.build(cfg, state.get("options", {}))  # train.py's options, stored as a dict
+    model.load_state_dict(state["model"])
+    return model.to(runtime.device).eval(), cfg
+
+
+@torch.no_grad()
+def predict_texts(model: nn.Module, cfg: ModelConfig, vocab: Vocab, spec: Classifier, texts: list[str],
+                  runtime: Runtime, batch_size: int = 64) -> list[tuple[int, float]]:
+    """(label, probability of that label) for each text."""
+    data = encode_reviews([{"document": t, "label": 0} for t in texts], vocab, spec.wrap, cfg.n_seq)
+    out: list[tuple[int, float]] = [(0, 0.0)] * len(texts)
+    for indices in sorted_batches(data.lengths, batch_size):
+        batch = data.collate(indices)
+        with runtime.autocast():
+            logits = model.classify(batch["input_ids"].to(runtime.device), batch["attention_mask"].to(runtime.device))[0]
+        probs = logits.float().softmax(-1).cpu()
+        for i, p in zip(indices, probs):
+            label = int(p.argmax())
+            out[i] = (label, float(p[label]))
+    return out
+
+
+def predict_main(spec: Classifier) -> None:
+    parser = make_parser(f"Classify movie reviews with a fine-tuned {spec.name.upper()} (1 = positive, 0 = negative).")
+    parser.add_argument("texts", nargs="*", help="reviews to classify")
+    parser.add_argument("--file", default=None, help="a text file with one review per line")
+    parser.add_argument("--model", default=rel(REPO_ROOT / spec.name / "save_best.pth"), help="model from train.py")
+    add_vocab_option(parser)
+    parser.add_argument("--batch", type=positive_int, default=64, help="batch size")
+    add_gpu_option(parser)
+    args = parser.parse_args()
+
+    def run() -> None:
+        texts = list(args.texts)
+        if args.file:
+            texts += [line.rstrip("\n") for line in open(require_file(args.file, "review file", "check the path"), encoding="utf-8")]
+        texts = [t for t in texts if t.strip()]
+        if not texts:
+            raise UserError("no review given (pass reviews as arguments or --file FILE)")
+        runtime = setup_runtime(args.gpu)
+        vocab = load_vocab(args.vocab)
+        model, cfg = load_classifier(spec, args.model, vocab, args.vocab, runtime)
+        for text, (label, prob) in zip(texts, predict_texts(model, cfg, vocab, spec, texts, runtime, args.batch)):
+            print(f"{label}\t{prob:.3f}\t{'positive' if label else 'negative'}\t{text}")
+
+    run_main(run)

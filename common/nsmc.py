@@ -1,4 +1,5 @@
-"""Readers of the Naver Sentiment Movie Corpus (NSMC), and its one train / dev split.
+"""Readers of the Naver Sentiment Movie Corpus (NSMC), its one train / dev split, and the reviews as a
+classifier's input (encoded with the model's special tokens, right-padded batches).
 
 NSMC comes as the published TSV (`id<TAB>document<TAB>label`, quoting off);
 `data/nsmc.py` turns it into JSON lines `{"id": str, "document": str, "label": int}`.
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import collections
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import Tensor
 
-from common.cli import UserError
+from common.cli import DATA_DIR, SAMPLE_DIR, UserError, rel
 from common.io import iter_json_lines
-from common.paths import DATA_DIR, SAMPLE_DIR, rel
+from common.vocab import PAD_ID, Vocab
 
 NSMC_HEADER = ["id", "document", "label"]
 NSMC_TSV_FIX = (
@@ -117,3 +121,31 @@ def read_nsmc_json(path: str | os.PathLike) -> list[dict]:
             raise UserError(f"{path}:{number}: label must be 0 or 1, got {label!r}; {NSMC_JSON_FIX} again")
         rows.append({"id": row["id"], "document": row["document"], "label": label})
     return rows
+
+
+# --- NSMC reviews as a classifier's input: encoded with the model's special tokens, right-padded batches ----
+
+class ReviewDataset:
+    """Encoded reviews; `collate` pads a batch on the right to its longest review."""
+
+    def __init__(self, ids: list[np.ndarray], labels: np.ndarray):
+        self.ids, self.labels = ids, labels
+        self.lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def collate(self, indices: np.ndarray) -> dict[str, Tensor]:
+        T = int(self.lengths[indices].max())
+        input_ids = np.full((len(indices), T), PAD_ID, dtype=np.int64)
+        for row, i in enumerate(indices):
+            input_ids[row, : self.lengths[i]] = self.ids[i]
+        input_ids_t = torch.from_numpy(input_ids)
+        return {"input_ids": input_ids_t, "attention_mask": (input_ids_t != PAD_ID).long(),
+                "labels": torch.from_numpy(self.labels[indices].astype(np.int64))}
+
+
+def encode_reviews(rows: list[dict], vocab: Vocab, wrap: Callable[[list[int], int], list[int]], n_seq: int) -> ReviewDataset:
+    ids = vocab.encode_batch([r["document"] for r in rows])
+    return ReviewDataset([np.asarray(wrap(x, n_seq), dtype=np.int64) for x in ids],
+                         np.asarray([r["label"] for r in rows], dtype=np.int64))

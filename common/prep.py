@@ -20,9 +20,8 @@ from typing import TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from common.cli import UserError, add_vocab_option, make_parser, positive_int
+from common.cli import KOWIKI_JSON, NSMC_TEST_JSON, UserError, add_vocab_option, make_parser, positive_int, rel
 from common.nsmc import nsmc_split, read_nsmc_json
-from common.paths import KOWIKI_JSON, NSMC_TEST_JSON, rel
 from common.vocab import CLS_ID, SEP_ID, Vocab, load_vocab
 
 T = TypeVar("T")

@@ -13,18 +13,15 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from common.cli import UserError, non_negative_int, probability, require_output_dir
+from common.cli import UserError, non_negative_int, probability, rel, require_output_dir
 from common.config import ModelConfig, load_config
 from common.device import Runtime
 from common.evaluation import Dataset
-from common.io import exclusive_output, write_json
+from common.io import exclusive_output, write_csv, write_json
 from common.layers import count_parameters
-from common.paths import rel
-from common.io import write_csv
 from common.token_store import TokenStore
 from common.tracking import check_tracker
-from common.train_options import TrainSettings, add_common_training_args, resolve_resume, settings_from_args
-from common.trainer import Trainer
+from common.trainer import Trainer, TrainSettings, add_common_training_args, resolve_resume, settings_from_args
 from common.vocab import Vocab, load_vocab
 
 
@@ -66,7 +63,7 @@ CURVE_INSTANCES = 256  # held-out instances of each point of the curve: a few se
 def add_pretraining_args(parser: argparse.ArgumentParser, folder: Path, default_input: Path, batch: int, epoch: int,
                          lr: float) -> None:
     """The flags every pretrain.py takes: its token store, the training options shared with train.py
-    (common/train_options.py), and the pretraining ones (checkpoints, the held-out split and curve, dropout)."""
+    (common/trainer.py), and the pretraining ones (checkpoints, the held-out split and curve, dropout)."""
     parser.add_argument("--input", default=rel(default_input), help="token store folder from data.py")
     add_common_training_args(parser, folder, "save_pretrain.pth", batch, epoch, lr)
     parser.add_argument("--save_every", type=non_negative_int, default=1000, help="also checkpoint every N steps (0: epoch ends only)")

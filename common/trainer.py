@@ -1,4 +1,5 @@
-"""The training step and the run's state, used by every pretrain.py and train.py.
+"""The training step and the run's state, used by every pretrain.py and train.py; below it, the training
+flags and settings (schedule, optimizer, resume checks) and the batch plans.
 
 The scripts keep the loop in view (cramming's shape):
 
@@ -23,10 +24,11 @@ what that means for batch sizes, gradients, randomness, checkpoints and evaluati
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,14 +39,148 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from common.checkpoint import load_checkpoint, save_checkpoint
-from common.cli import StopFlag, Stopped, UserError
+from common.checkpoint import load_checkpoint, prev_path, save_checkpoint
+from common.cli import (StopFlag, Stopped, UserError, add_gpu_option, add_vocab_option, non_negative_int, positive_int,
+                        rel)
 from common.device import (Runtime, any_rank, check_every_parameter_trained, gather_objects, rank_seed,
                            restore_rank_state, rng_state)
 from common.evaluation import Dataset, add_metrics, reduce_metrics, to_device
 from common.io import NoSpace
-from common.train_options import RESUME_OPTIONS, TrainSettings, lr_factor, make_optimizer
+from common.tracking import add_tracking_args
 from common.vocab import PAD_ID
+
+# --- the training options: flags, settings, schedule, optimizer, resume checks ------------------------------
+
+@dataclass
+class TrainSettings:
+    epochs: int
+    batch_size: int  # global batch: summed over ranks and accumulation steps
+    lr: float
+    warmup: float = 0.1  # share of all steps (< 1) or a number of steps (>= 1)
+    weight_decay: float = 0.01
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    save_every: int = 0  # steps between checkpoints; 0 = at epoch ends only
+    max_steps: int = 0  # stop after this many optimizer steps; 0 = no cap
+    beta2: float = 0.999  # AdamW's second-moment decay (0.98-0.99 adapt faster in short runs)
+    compile: bool = False  # torch.compile the training forward/backward (CPU inductor or CUDA)
+
+    def warmup_steps(self, total: int) -> int:
+        return int(self.warmup * total) if self.warmup < 1 else int(self.warmup)
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup from 0 to 1 over `warmup` steps, then linear decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool,
+                   beta2: float = 0.999) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases, LayerNorm weights and embeddings' position/segment tables."""
+    decay, no_decay, seen = [], [], set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (decay if p.dim() >= 2 and "norm" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), eps=1e-8, fused=fused or None)
+
+
+# Settings a resumed run must share with the checkpoint (they shape the trajectory), by option name.
+RESUME_OPTIONS = {"epochs": "--epoch", "batch_size": "--batch", "lr": "--lr", "warmup": "--warmup",
+                  "weight_decay": "--weight_decay", "grad_accum": "--grad_accum", "max_grad_norm": "max_grad_norm",
+                  "seed": "--seed", "max_steps": "--max_steps", "beta2": "--beta2"}
+
+
+def add_common_training_args(parser: argparse.ArgumentParser, folder: Path, save_default: str, batch: int,
+                             epoch: int, lr: float) -> None:
+    """Options shared by pretrain.py and train.py."""
+    parser.add_argument("--config", default=rel(folder / "config_half.json"), help="model config JSON")
+    add_vocab_option(parser)
+    parser.add_argument("--save", default=rel(folder / save_default), help="checkpoint to write")
+    parser.add_argument("--epoch", type=positive_int, default=epoch, help="epochs")
+    parser.add_argument("--batch", type=positive_int, default=batch,
+                        help="global batch size (summed over GPUs / torchrun ranks and --grad_accum steps)")
+    parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW)")
+    parser.add_argument("--warmup", type=float, default=0.05, help="warmup: share of steps if < 1, else a step count")
+    parser.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
+    parser.add_argument("--beta2", type=float, default=0.999, help="AdamW beta2 (second-moment decay)")
+    parser.add_argument("--grad_accum", type=positive_int, default=1, help="micro-batches per optimizer step")
+    parser.add_argument("--max_steps", type=non_negative_int, default=0, help="stop after this many steps (0: no cap)")
+    add_gpu_option(parser)
+    parser.add_argument("--seed", type=int, default=42, help="random seed")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training step (inductor; CPU or CUDA)")
+    parser.add_argument("--resume", nargs="?", const="yes", default="no", choices=RESUME_MODES, metavar="auto",
+                        help="continue from the checkpoint training left behind; 'auto': continue when there is "
+                             "one, else start (what a restarted worker of torchrun --max-restarts needs)")
+    add_tracking_args(parser)
+
+
+RESUME_MODES = ("no", "yes", "auto")
+
+
+def resolve_resume(mode: str, save: Path) -> bool:
+    """Whether to resume: --resume needs a checkpoint, a fresh start refuses to overwrite one, 'auto' takes either."""
+    existing = save if save.exists() else prev_path(save)
+    if mode == "yes" and not existing.exists():
+        raise UserError(f"nothing to resume: {save} not found (run without --resume to start, or pass its --save)")
+    if mode == "no" and existing.exists():
+        raise UserError(f"{existing} exists: pass --resume to continue it, or another --save to start over")
+    return existing.exists()
+
+
+def settings_from_args(args: argparse.Namespace, save_every: int = 0) -> TrainSettings:
+    if args.lr <= 0:
+        raise UserError(f"--lr must be > 0, got {args.lr}")
+    if args.warmup < 0:
+        raise UserError(f"--warmup must be >= 0, got {args.warmup}")
+    if not 0 < args.beta2 < 1:
+        raise UserError(f"--beta2 must be in (0, 1), got {args.beta2}")
+    return TrainSettings(epochs=args.epoch, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
+                         weight_decay=args.weight_decay, grad_accum=args.grad_accum, seed=args.seed,
+                         save_every=save_every, max_steps=args.max_steps, beta2=args.beta2, compile=args.compile)
+
+
+# --- batch plans: which instances go together, in which order (the same on every rank) ----------------------
+
+BatchPlan = Callable[[int], list[np.ndarray]]
+
+
+def random_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True) -> list[np.ndarray]:
+    """A seeded permutation of range(n) cut into batches; the same (seed, epoch) gives the same plan."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    stop = (n // batch_size) * batch_size if drop_last else n
+    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
+
+
+def length_bucketed_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
+                            pool_batches: int = 50, min_size: int = 1) -> list[np.ndarray]:
+    """Batches of reviews of similar length, so little compute goes to padding.
+
+    Shuffle, cut into pools of `pool_batches` batches, sort each pool by length,
+    cut it into batches, then shuffle the batch order: randomness is kept at the
+    pool level while the padding inside a batch is small.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    pool = batch_size * pool_batches
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    batches = [b for b in batches if len(b) >= min_size]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Evaluation batches: all reviews, sorted by length (least padding)."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 @dataclass

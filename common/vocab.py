@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from common.cli import UserError
-from common.paths import DEFAULT_VOCAB
+from common.cli import DEFAULT_VOCAB, UserError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID, SEP_ID, CLS_ID, MASK_ID = range(7)
 PAD, UNK, BOS, EOS, SEP, CLS, MASK = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[SEP]", "[CLS]", "[MASK]"

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common.cli import UserError, make_parser, positive_int, run_main
-from common.paths import DOWNLOAD_DIR, rel
+from common.cli import DOWNLOAD_DIR, UserError, make_parser, positive_int, rel, run_main
 
 NSMC_BASE_URL = "https://raw.githubusercontent.com/e9t/nsmc/master/"
 KOWIKI_BASE_URL = "https://dumps.wikimedia.org/kowiki/latest/"

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common.cli import UserError, make_parser, require_output_dir, run_main
+from common.cli import (DATA_DIR, DOWNLOAD_DIR, KOWIKI_JSON, SAMPLE_DIR, UserError, corpus_dir, make_parser, rel,
+                        require_output_dir, run_main)
 from common.corpus import iter_wikiextractor, skip_reason, wikiextractor_files
 from common.io import atomic_open
-from common.paths import DATA_DIR, DOWNLOAD_DIR, KOWIKI_JSON, SAMPLE_DIR, corpus_dir, rel
 
 KOWIKI_DUMP_NAME = "kowiki-latest-pages-articles.xml.bz2"
 # Paths in messages are relative to where the user runs the script from.

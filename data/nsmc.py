@@ -16,10 +16,10 @@ import collections
 import json
 from pathlib import Path
 
-from common.cli import UserError, make_parser, require_output_dir, run_main
-from common.nsmc import read_nsmc_tsv
+from common.cli import (DATA_DIR, DOWNLOAD_DIR, NSMC_TEST_JSON, NSMC_TRAIN_JSON, SAMPLE_DIR, UserError, corpus_dir,
+                        make_parser, rel, require_output_dir, run_main)
 from common.io import atomic_open
-from common.paths import DATA_DIR, DOWNLOAD_DIR, NSMC_TEST_JSON, NSMC_TRAIN_JSON, SAMPLE_DIR, corpus_dir, rel
+from common.nsmc import read_nsmc_tsv
 
 # Paths in messages are relative to where the user runs the script from.
 INPUT_FIX = (

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.cli import UserError, run_main
-from common.paths import DATA_DIR
+from common.cli import DATA_DIR, UserError, run_main
 from common.prep import (add_review_text_args, check_output, data_parser, load_store_vocab, pretraining_review_ids,
                          store_sources, tokenized_articles)
 from common.token_store import StoreWriter

@@ -6,7 +6,7 @@ Three pretrainings at one token budget, each a token store of data.py:
 - kowiki: the Wikipedia slice alone, as GPT-1's recipe (out-of-domain text);
 - kowiki+reviews: the Wikipedia slice with the review text in front.
 Then train.py from scratch and from each, along the label curve, and with GPT-1's
-auxiliary LM loss (--lm 0.5) from the first. See common/experiment_plan.py.
+auxiliary LM loss (--lm 0.5) from the first. See common/experiment_report.py.
 
     python experiment.py            # everything, resumable: about 7-8 hours on a 2-core CPU
                                     # (--sizes 1000 5000 0 and --arms kowiki shorten it)
@@ -14,8 +14,7 @@ auxiliary LM loss (--lm 0.5) from the first. See common/experiment_plan.py.
 """
 from pathlib import Path
 
-from common.experiment import experiment_main
-from common.experiment_plan import Experiment
+from common.experiment import Experiment, experiment_main
 
 EXPERIMENT = Experiment(
     folder=Path(__file__).resolve().parent,

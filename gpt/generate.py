@@ -22,11 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from common.checkpoint import check_compatible, load_checkpoint
-from common.cli import UserError, add_gpu_option, add_vocab_option, make_parser, non_negative_int, positive_int, run_main
+from common.cli import (UserError, add_gpu_option, add_vocab_option, make_parser, non_negative_int, positive_int, rel,
+                        run_main)
 from common.config import ModelConfig
 from common.device import Runtime, setup_runtime
 from common.layers import KVCache
-from common.paths import rel
 from common.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab, load_vocab
 from gpt.model import GPTLMHeadModel
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.batches import random_batches
 from common.checkpoint import load_compatible
 from common.cli import make_parser, run_main
 from common.config import ModelConfig
@@ -25,7 +24,7 @@ from common.pretrain import (Subset, add_pretraining_args, announce, check_input
                              prefixed, split, store_columns, write_logs)
 from common.token_store import TokenStore, token_counts
 from common.tracking import open_tracker
-from common.trainer import Trainer
+from common.trainer import Trainer, random_batches
 from gpt.data import DEFAULT_OUTPUT
 from gpt.model import GPTLMHeadModel
 

@@ -21,8 +21,8 @@ from common.config import ModelConfig
 from common.device import seed_everything, setup_runtime
 from common.finetune import (add_finetuning_args, batch_plan, check_inputs, classifier_meta, encode_splits, load_best,
                              locked_outputs, report, save_best, scorer, start_weights)
+from common.nsmc import ReviewDataset
 from common.pretrain import prefixed
-from common.reviews import ReviewDataset
 from common.token_store import token_counts
 from common.tracking import open_tracker
 from common.trainer import Trainer

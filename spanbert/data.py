@@ -33,8 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bert.data import max_whole_word_masked, replace_tokens, word_spans
-from common.cli import UserError, probability, run_main
-from common.paths import DATA_DIR
+from common.cli import DATA_DIR, UserError, probability, run_main
 from common.prep import (add_review_text_args, check_output, data_parser, load_store_vocab, packed_reviews,
                          pretraining_review_ids, store_sources, tokenized_articles)
 from common.token_store import StoreWriter, TokenStore

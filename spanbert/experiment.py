@@ -9,7 +9,7 @@ Three pretrainings at one token budget (span masking, MLM + SBO), each a token s
 - kowiki+reviews: the Wikipedia segments with the packed reviews in front.
 Then train.py from scratch and from each, along the label curve, with the classifier
 on [CLS] (the plain runs) and, from the first pretraining, on the mean and the max of
-the hidden states (--logit). See common/experiment_plan.py.
+the hidden states (--logit). See common/experiment_report.py.
 
     python experiment.py            # everything, resumable (--sizes 1000 5000 0 and --arms kowiki shorten it)
     python experiment.py --only report
@@ -17,8 +17,7 @@ the hidden states (--logit). See common/experiment_plan.py.
 from pathlib import Path
 
 from bert.experiment import EXPERIMENT as BERT_EXPERIMENT
-from common.experiment import experiment_main
-from common.experiment_plan import Arm, Experiment
+from common.experiment import Arm, Experiment, experiment_main
 
 EXPERIMENT = Experiment(
     folder=Path(__file__).resolve().parent,

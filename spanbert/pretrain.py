@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from bert.pretrain import MaskedSegmentDataset, init_vocab_heads
-from common.batches import random_batches
 from common.checkpoint import load_compatible
 from common.cli import make_parser, run_main
 from common.device import seed_everything, setup_runtime
@@ -23,7 +22,7 @@ from common.evaluation import evaluate
 from common.pretrain import (add_pretraining_args, announce, check_inputs, checkpoint_meta, format_head_metrics,
                              locked_outputs, prefixed, split, store_columns, write_logs)
 from common.tracking import open_tracker
-from common.trainer import Trainer
+from common.trainer import Trainer, random_batches
 from spanbert.data import DEFAULT_OUTPUT, mask_spans, max_span_masked
 from spanbert.model import SpanBertForPreTraining
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from common.paths import REPO_ROOT, SAMPLE_DIR, corpus_dir as _corpus_dir
+from common.cli import REPO_ROOT, SAMPLE_DIR
+from common.cli import corpus_dir as _corpus_dir
 
 TINY_GPT = {"n_layer": 2, "d_hidn": 32, "n_head": 2, "d_ff": 64, "n_seq": 32, "dropout": 0.1}
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from common.paths import REPO_ROOT
+from common.cli import REPO_ROOT
 
 
 @dataclass(frozen=True)

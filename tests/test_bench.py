@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from common.paths import REPO_ROOT  # noqa: E402
+from common.cli import REPO_ROOT  # noqa: E402
 
 COMMITTED_REPORT = REPO_ROOT / "bench" / "README.md"
 

@@ -17,12 +17,11 @@ from bert.model import BertForPreTraining, BertForSequenceClassification, BertMo
 from bert.pretrain import PretrainingDataset
 from bert.train import wrap
 from common.checkpoint import load_checkpoint
-from common.cli import UserError
+from common.cli import REPO_ROOT, UserError
 from common.config import ModelConfig
 from common.device import Runtime
 from common.evaluation import evaluate
 from common.losses import IGNORE
-from common.paths import REPO_ROOT
 from common.prep import packed_reviews
 from common.token_store import TokenStore
 from common.vocab import CLS_ID, N_SPECIAL, PAD_ID, SEP_ID

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from common.cli import UserError
+from common.cli import REPO_ROOT, UserError
 from common.config import ModelConfig, load_config
-from common.paths import REPO_ROOT
 
 GOOD = {"n_layer": 2, "d_hidn": 32, "n_head": 4, "d_ff": 64, "n_seq": 16}
 

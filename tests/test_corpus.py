@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.cli import UserError
+from common.cli import REPO_ROOT, SAMPLE_DIR, UserError, corpus_dir
 from common.corpus import (is_empty_article, is_redirect_article, iter_kowiki_json, iter_wikiextractor, skip_reason,
                            wikiextractor_files)
 from common.nsmc import read_nsmc_json, read_nsmc_tsv
-from common.paths import REPO_ROOT, SAMPLE_DIR, corpus_dir
 
 SAMPLE_KOWIKI = SAMPLE_DIR / "kowiki"
 SAMPLE_TRAIN = SAMPLE_DIR / "nsmc" / "ratings_train.txt"

@@ -7,10 +7,10 @@ import json
 import torch
 
 from bert.model import BertModel
+from common.cli import REPO_ROOT
 from common.config import ModelConfig
 from common.diagnose import context_batch, context_probe, layer_similarities, mean_position_similarity
 from common.losses import IGNORE
-from common.paths import REPO_ROOT
 from common.vocab import MASK_ID
 from gpt.model import GPTLMHeadModel
 

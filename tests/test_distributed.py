@@ -29,15 +29,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.batches import random_batches
 from common.checkpoint import load_checkpoint
+from common.cli import REPO_ROOT
 from common.config import ModelConfig
 from common.device import Runtime
-from common.paths import REPO_ROOT
 from common.io import read_csv
 from common.token_store import TokenStore
-from common.train_options import TrainSettings
-from common.trainer import Trainer
+from common.trainer import Trainer, TrainSettings, random_batches
 from gpt.model import GPTLMHeadModel
 from gpt.pretrain import WindowDataset
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from common.cli import UserError
-from common.paths import REPO_ROOT
+from common.cli import REPO_ROOT, UserError
 
 spec = importlib.util.spec_from_file_location("data_download", REPO_ROOT / "data" / "download.py")
 download_script = importlib.util.module_from_spec(spec)

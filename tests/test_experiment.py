@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from common.experiment_plan import Budget, Experiment, item_name, only_arms, plan
-from common.paths import REPO_ROOT
+from common.cli import REPO_ROOT
+from common.experiment import Budget, Experiment, item_name, only_arms, plan
 from common.io import read_csv, write_csv
 
 README = "# GPT\n\nbefore\n<!-- experiment:begin -->\nold\n<!-- experiment:end -->\nafter\n"
@@ -162,7 +162,7 @@ def test_only_recipe_runs_the_recipe_rows_alone(tmp_path: Path, sample_corpus, s
 def test_another_models_curve_is_reported_beside(tmp_path: Path) -> None:
     """`Experiment.beside`: the other model's table comes from its own default logs, under the README's
     words for it; the plot draws its arms (and a model with no logs yet is said to have none)."""
-    from common.experiment_plan import Experiment, Paths
+    from common.experiment import Experiment, Paths
     from common.experiment_report import beside_tables, plot_curve
 
     other = Experiment(folder=tmp_path / "bert", variants={"": []})
@@ -186,8 +186,7 @@ def test_another_models_curve_is_reported_beside(tmp_path: Path) -> None:
 def test_scratch_rows_of_a_twin_are_taken_over_at_the_same_budget(tmp_path: Path) -> None:
     """`Experiment.scratch_twin`: a scratch run the twin logged at the same fine-tuning budget and config is
     taken into this folder's log under its own item (noted as the twin's run); otherwise it is run here."""
-    from common.experiment import note, take_twin_row, twin_scratch_row
-    from common.experiment_plan import Paths, Run
+    from common.experiment import Paths, Run, note, take_twin_row, twin_scratch_row
 
     twin = Experiment(folder=tmp_path / "bert", variants={"": []})
     here = Experiment(folder=tmp_path / "spanbert", variants={"cls": ["--logit", "cls"]}, scratch_twin=twin)

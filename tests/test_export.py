@@ -29,11 +29,11 @@ from bert.model import BertForPreTraining, BertForSequenceClassification  # noqa
 from bert.train import wrap as wrap_cls_sep  # noqa: E402
 from common.checkpoint import save_checkpoint  # noqa: E402
 from common.cli import UserError  # noqa: E402
+from common.cli import REPO_ROOT, SAMPLE_DIR  # noqa: E402
 from common.config import ModelConfig  # noqa: E402
 from common.export import export_checkpoint, load_into, require_transformers  # noqa: E402
 from common.layers import masked_mean  # noqa: E402
 from common.nsmc import read_nsmc_tsv  # noqa: E402
-from common.paths import REPO_ROOT, SAMPLE_DIR  # noqa: E402
 from common.vocab import EOS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES, load_vocab, normalize_text  # noqa: E402
 from gpt.export import LM_BIAS_FILE
 from gpt.export import SPEC as GPT_EXPORT  # noqa: E402
@@ -61,7 +61,7 @@ def reviews() -> list[str]:
 
 
 def pad(seqs: list[list[int]]) -> tuple[Tensor, Tensor]:
-    """Right-padded (ids, attention_mask), as common.reviews.ReviewDataset.collate."""
+    """Right-padded (ids, attention_mask), as common.nsmc.ReviewDataset.collate."""
     x = torch.full((len(seqs), max(map(len, seqs))), PAD_ID, dtype=torch.long)
     for i, s in enumerate(seqs):
         x[i, : len(s)] = torch.tensor(s)
@@ -413,7 +413,7 @@ def test_bert_mlm_training_tracks_hugging_face(vocab, tmp_path, sample_corpus):
     from bert.pretrain import PretrainingDataset, init_vocab_heads
     from common.pretrain import Subset
     from common.token_store import TokenStore
-    from common.train_options import make_optimizer
+    from common.trainer import make_optimizer
 
     build("none", str(tmp_path / "store"), 48, vocab.path, workers=1, extra=str(sample_corpus["train"]),
           test_path=str(sample_corpus["test"]))

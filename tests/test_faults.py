@@ -31,8 +31,8 @@ import pytest
 import torch
 
 from common.checkpoint import load_checkpoint, prev_path, save_checkpoint
+from common.cli import REPO_ROOT
 from common.io import atomic_open, exclusive_output, lock_path
-from common.paths import REPO_ROOT
 
 # 194 train windows of the sample (--heldout 0.45): 24 steps of 8 per epoch; 30 steps in all, so
 # the runs below cross an epoch end after resuming and stop mid-epoch 2.

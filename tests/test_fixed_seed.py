@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from common.paths import REPO_ROOT
+from common.cli import REPO_ROOT
 
 # model -> the pretraining step log's (step, train loss), the held-out metrics at its end, each fine-tuning
 # epoch's train and dev metrics (from that checkpoint), and the test loss

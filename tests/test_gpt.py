@@ -254,7 +254,7 @@ def test_classifier_checkpoint_replays_its_options(tmp_path, sample_vocab) -> No
     options dataclass's fields, as every version wrote it); a checkpoint without them gets the defaults."""
     from common.checkpoint import save_checkpoint
     from common.device import Runtime
-    from common.predict import Classifier, load_classifier
+    from common.finetune import Classifier, load_classifier
     from common.vocab import load_vocab
     from gpt.train import classifier as build
     from gpt.train import parse_args, wrap
@@ -276,7 +276,7 @@ def test_classifier_checkpoint_replays_its_options(tmp_path, sample_vocab) -> No
 
 def test_scratch_lm_bias_starts_at_the_log_unigram_of_the_train_reviews() -> None:
     """From scratch with --lm > 0: the bias counts what the LM loss predicts, every token after [BOS]."""
-    from common.reviews import ReviewDataset
+    from common.nsmc import ReviewDataset
     from gpt.train import init_lm_bias as init_classifier_bias
 
     reviews = ReviewDataset([np.array([BOS_ID, 7, 7, 8, EOS_ID]), np.array([BOS_ID, 8, EOS_ID])], np.array([0, 1]))

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from bert.train import wrap
+from common.cli import REPO_ROOT
 from common.config import ModelConfig
-from common.paths import REPO_ROOT
 from common.io import read_csv
 from common.token_store import StoreWriter, TokenStore
 from common.vocab import CLS_ID, MASK_ID, N_SPECIAL, PAD_ID, SEP_ID

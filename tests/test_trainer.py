@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from common.batches import random_batches
 from common.checkpoint import load_checkpoint, prev_path, save_checkpoint
 from common.cli import UserError
 from common.config import ModelConfig
 from common.device import Runtime, rank_seed, restore_rank_state, rng_state, seed_everything, select_device
 from common.token_store import StoreWriter, TokenStore
-from common.train_options import TrainSettings, lr_factor
-from common.trainer import Trainer
+from common.trainer import Trainer, TrainSettings, lr_factor, random_batches
 from gpt.model import GPTLMHeadModel
 from gpt.pretrain import WindowDataset
 

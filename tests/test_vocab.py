@@ -15,11 +15,9 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 
-from common.cli import UserError
-from common.paths import REPO_ROOT, SAMPLE_DIR
-from common.vocab import (
-    BOS_ID, CLS_ID, EOS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES, UNK_ID, Vocab, load_vocab, normalize_text,
-)
+from common.cli import REPO_ROOT, SAMPLE_DIR, UserError
+from common.vocab import (BOS_ID, CLS_ID, EOS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_PIECES, UNK_ID, Vocab, load_vocab,
+                          normalize_text)
 
 REVIEW = "ㅋㅋㅋㅋ 진짜 재밌다 ㅠㅠ 최고 ^^ good"
 

@@ -35,11 +35,11 @@ from typing import NamedTuple
 
 import sentencepiece as spm
 
-from common.cli import UserError, make_parser, positive_int, require_file, require_output_dir, run_main
+from common.cli import (KOWIKI_JSON, VOCAB_DIR, UserError, make_parser, positive_int, rel, require_file,
+                        require_output_dir, run_main)
 from common.corpus import iter_kowiki_json
-from common.nsmc import read_nsmc_tsv
 from common.io import atomic_open, atomic_path
-from common.paths import KOWIKI_JSON, VOCAB_DIR, rel
+from common.nsmc import read_nsmc_tsv
 from common.vocab import BOS, CLS, EOS, MASK, PAD, SEP, SPECIAL_PIECES, UNK, Vocab, normalize_text
 
 DEFAULT_PREFIX = VOCAB_DIR / "kowiki"
