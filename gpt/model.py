@@ -13,18 +13,22 @@ from torch import Tensor, nn
 
 from common.config import ModelConfig
 from common.layers import KVCache, LMHead, Transformer, last_token
-from common.losses import Metrics, classification_loss
+from common.losses import IGNORE, Metrics, classification_loss
 from common.vocab import PAD_ID
 
 
 def lm_loss(lm_head: LMHead, hidden: Tensor, targets: Tensor) -> tuple[Tensor, Metrics]:
     """Next-token cross-entropy over positions whose target is a real token.
 
-    Only those rows are projected onto the vocab, so padding costs no LM-head FLOPs.
-    hidden (B, T, D); targets (B, T) holding PAD_ID where there is nothing to predict.
+    hidden (B, T, D); targets (B, T) holding PAD_ID where there is nothing to predict. Every row is
+    scored, the padded ones with an IGNORE target, rather than dropped by a boolean index: the shapes
+    do not depend on the data, so a compiled step is one graph with no host sync (the encoders score
+    their masked slots the same way). Padding costs LM-head FLOPs only in fine-tuning's --lm, whose
+    batches are bucketed by length.
     """
-    keep = targets != PAD_ID
-    return lm_head.loss(hidden[keep], targets[keep])  # chunked: the (N, n_vocab) logits are never all in memory
+    targets = targets.masked_fill(targets == PAD_ID, IGNORE)
+    # chunked: the (B x T, n_vocab) logits are never all in memory
+    return lm_head.loss(hidden.flatten(0, 1), targets.flatten())
 
 
 class GPTLMHeadModel(nn.Module):

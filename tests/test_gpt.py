@@ -317,3 +317,23 @@ def test_review_text_in_the_pretraining_store_is_the_train_pool_only(tmp_path, s
     mixed_tokens = np.asarray(TokenStore(tmp_path / "mixed")["tokens"])
     np.testing.assert_array_equal(mixed_tokens[: len(expected)], expected)  # reviews first: held-out tail is kowiki
     assert mixed["n_articles"] > 0 and mixed["n_review_tokens"] == len(expected) < mixed["n_tokens"]
+
+
+def test_pretraining_step_compiles_to_one_graph() -> None:
+    """torch.compile traces GPT's loss without a graph break (no boolean index on the targets, no host
+    sync), and batches of windows reuse the graph; so does the classifier's --lm loss over padded reviews."""
+    model = GPTLMHeadModel(CFG)
+    windows = torch.randint(7, CFG.n_vocab, (3, 4, CFG.n_seq + 1))
+    batches = [{"input_ids": w[:, :-1], "labels": w[:, 1:]} for w in windows]
+    batches[1]["labels"][0, -5:] = PAD_ID  # a window ending in padding: nothing to predict there
+    explanation = torch._dynamo.explain(model)(**batches[0])
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    counter = torch._dynamo.testing.CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    for batch in batches:
+        compiled(**batch)
+    assert counter.frame_count == 1
+    classifier = GPTForSequenceClassification(CFG, lm_coef=0.5)
+    ids = torch.tensor([wrap(list(range(10, 20)), CFG.n_seq), wrap(list(range(10, 14)) + [PAD_ID] * 6, CFG.n_seq)])
+    explanation = torch._dynamo.explain(classifier)(ids, (ids != PAD_ID).long(), torch.tensor([0, 1]))
+    assert explanation.graph_break_count == 0
