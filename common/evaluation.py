@@ -26,7 +26,7 @@ def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tenso
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-def reduce_metrics(totals: dict[str, list[float]], runtime: Runtime) -> dict[str, float]:
+def reduce_metrics(totals: dict[str, Tensor], runtime: Runtime) -> dict[str, float]:
     """Sum (sum, count) pairs over ranks and return the averages.
 
     A metric no example had a target for (BERT's NSP on a store of reviews alone) is left out,
@@ -35,18 +35,23 @@ def reduce_metrics(totals: dict[str, list[float]], runtime: Runtime) -> dict[str
     if runtime.distributed:
         # A rank that saw no batch (or no batch with some metric) still takes part, with zeros.
         names = sorted(set().union(*gather_objects(names, runtime)))
-        t = torch.tensor([totals.get(n, [0.0, 0.0]) for n in names], dtype=torch.float64,
-                         device=runtime.device).reshape(len(names), 2)
+    zero = torch.zeros(2, dtype=torch.float64, device=runtime.device)
+    t = torch.stack([torch.as_tensor(totals[n], dtype=torch.float64).to(runtime.device) if n in totals else zero
+                     for n in names]) if names else zero.reshape(0, 2)
+    if runtime.distributed:
         dist.all_reduce(t)
-        totals = {n: t[i].tolist() for i, n in enumerate(names)}
-    return {n: totals[n][0] / totals[n][1] for n in names if totals[n][1]}
+    values = dict(zip(names, t.tolist()))  # the one read back to the host, once per epoch or evaluation
+    return {n: s / c for n, (s, c) in values.items() if c}
 
 
-def add_metrics(totals: dict[str, list[float]], metrics: Metrics) -> None:
+def add_metrics(totals: dict[str, Tensor], metrics: Metrics) -> None:
+    """Add a batch's (sum, count) pairs to the running ones: float64 tensors on the metrics' device, so
+    that a training step reads nothing back to the host (`reduce_metrics` does, once)."""
     for name, (s, c) in metrics.items():
-        acc = totals.setdefault(name, [0.0, 0.0])
-        acc[0] += float(s)
-        acc[1] += float(c)
+        s = s.detach().to(torch.float64).reshape(())
+        c = c.detach().to(s).reshape(()) if isinstance(c, Tensor) else s.new_tensor(float(c))
+        pair = torch.stack([s, c])
+        totals[name] = totals[name] + pair.to(totals[name].device) if name in totals else pair
 
 
 @torch.no_grad()
@@ -64,7 +69,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, runtime: Runti
     model.eval()
     if batches is None:
         batches = [np.arange(i, min(i + batch_size, len(dataset))) for i in range(0, len(dataset), batch_size)]
-    totals: dict[str, list[float]] = {}
+    totals: dict[str, Tensor] = {}
     with torch.random.fork_rng(devices=[]):
         for i in range(runtime.rank, len(batches), runtime.world_size):
             torch.default_generator.manual_seed(rank_seed(seed, i))  # CPU only; the CUDA stream is not used here

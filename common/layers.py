@@ -228,9 +228,11 @@ class Transformer(nn.Module):
         else:
             x = self.embeddings(input_ids, token_type_ids)
             attn_mask = None
-            # A batch without padding skips the mask (SDPA's faster kernels) in eager mode; compiled,
-            # the mask is always passed: the check would read the data and break the graph.
-            if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
+            # A batch without padding skips the mask (SDPA's faster kernels) in eager mode on the CPU; compiled
+            # or on a GPU the mask is always passed: the check would read the data back (a graph break, a
+            # host sync every step).
+            if attention_mask is not None and (torch.compiler.is_compiling() or attention_mask.device.type != "cpu"
+                                               or not bool(attention_mask.all())):
                 attn_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys that may be attended
         rotary = None
         if self.cfg.rotary:  # once for every layer

@@ -183,6 +183,9 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+STOP_CHECK_EVERY = 10  # steps between the ranks' agreement on a stop request under DDP
+
+
 @dataclass
 class Progress:
     epoch: int = 0
@@ -231,7 +234,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []  # one row per epoch (the .log.json)
         self.step_log: list[dict[str, Any]] = []  # one point every log_every steps (the .steps.csv)
         self.window = [0.0, 0, 0]  # this rank's training-loss sum, steps and tokens since the last logged point
-        self.epoch_totals: dict[str, list[float]] = {}  # this rank's (sum, count) metrics of the current epoch
+        self.epoch_totals: dict[str, torch.Tensor] = {}  # this rank's (sum, count) metrics of the current epoch
         self._checked_gradients = False
         self.saved_step: int | None = None  # the step of the checkpoint on disk, once there is one
         # this epoch's seconds and rank's real tokens so far, kept apart from the deterministic progress and
@@ -239,7 +242,7 @@ class Trainer:
         self.epoch_clock = {"time_s": 0.0, "tokens": 0}
         self._stop: StopFlag | None = None
         self._bar: tqdm | None = None
-        self._loss_ema: float | None = None
+        self._shown_loss = "-"  # the progress bar's loss: the last step-log point's (read back there, not per step)
         self._epoch_start = 0.0
         self._epoch_length = 0  # batches in the current epoch's plan
         self._elapsed = 0.0  # the current epoch's training seconds, once its batches are done
@@ -272,11 +275,13 @@ class Trainer:
         steps_this_epoch = min(len(plan), p.step_in_epoch + self.total_steps - p.global_step)
         self._bar = tqdm(total=steps_this_epoch, initial=p.step_in_epoch, desc=f"{self.desc} {p.epoch + 1}/{self.settings.epochs}",
                          disable=not rt.is_main, dynamic_ncols=True, mininterval=1.0)
-        self._epoch_start, self._loss_ema = time.perf_counter() - self.epoch_clock["time_s"], None
+        self._epoch_start = time.perf_counter() - self.epoch_clock["time_s"]
         with self._bar:  # closed on any exit, so an error message starts on a line of its own
             while p.step_in_epoch < len(plan) and not self.done:
                 yield plan[p.step_in_epoch]
-                if not self.done:  # on the last step, finishing is quicker than stopping
+                # on the last step, finishing is quicker than stopping; under DDP the ranks agree on a stop
+                # every STOP_CHECK_EVERY steps (a collective that reads a value back)
+                if not self.done and (not rt.distributed or self.due(STOP_CHECK_EVERY)):
                     self._stop_if_requested()
         self._elapsed = time.perf_counter() - self._epoch_start
 
@@ -290,10 +295,10 @@ class Trainer:
             group["lr"] = lr
         mine = np.array_split(indices, rt.world_size)[rt.rank]
         micro_batches = np.array_split(mine, s.grad_accum)
-        loss_sum, n_tokens = 0.0, 0
+        loss_sum, n_tokens = 0.0, 0  # (the loss stays a tensor on the device: no host read in the step)
         for i, mb in enumerate(micro_batches):
             cpu_batch = dataset.collate(mb)
-            n_tokens += int((cpu_batch["input_ids"] != PAD_ID).sum())
+            n_tokens += int(np.count_nonzero(cpu_batch["input_ids"].numpy() != PAD_ID))  # counted on the host batch
             batch = to_device(cpu_batch, rt.device)
             # DDP averages gradients over ranks; weight each micro-batch by its share
             # of the global batch so any split gives the gradient of the global mean.
@@ -303,7 +308,7 @@ class Trainer:
                 loss, metrics = self.train_module(**batch)
             (loss * weight).backward()
             add_metrics(self.epoch_totals, metrics)
-            loss_sum += float(loss.detach()) * len(mb) / len(mine)
+            loss_sum = loss_sum + loss.detach().to(torch.float64) * (len(mb) / len(mine))
         if not self._checked_gradients:  # after the first backward (see common/device.py)
             check_every_parameter_trained(self.model, self.runtime)
             self._checked_gradients = True
@@ -316,11 +321,10 @@ class Trainer:
         p.global_step += 1
         tokens = self.epoch_clock["tokens"] + n_tokens
         self.epoch_clock = {"time_s": time.perf_counter() - self._epoch_start, "tokens": tokens}
-        self._loss_ema = loss_sum if self._loss_ema is None else 0.98 * self._loss_ema + 0.02 * loss_sum
         self.window = [self.window[0] + loss_sum, self.window[1] + 1, self.window[2] + n_tokens]
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(loss=f"{self._loss_ema:.3f}", tok_s=f"{self.tokens_per_s:,.0f}", refresh=False)
+            self._bar.set_postfix(loss=self._shown_loss, tok_s=f"{self.tokens_per_s:,.0f}", refresh=False)
         return loss_sum
 
     @property
@@ -339,12 +343,13 @@ class Trainer:
         step = self.progress.global_step
         if not (step % every == 0 or self.done or evaluated):
             return
-        loss_sum, steps, tokens = self.window
+        loss_sum, steps, tokens = (float(w) for w in self.window)  # the step's one read back, at log points
         if self.runtime.distributed:
-            t = torch.tensor(self.window, dtype=torch.float64, device=self.runtime.device)
+            t = torch.tensor([loss_sum, steps, tokens], dtype=torch.float64, device=self.runtime.device)
             dist.all_reduce(t)
             loss_sum, steps, tokens = t.tolist()
         self.window = [0.0, 0, 0]
+        self._shown_loss = f"{loss_sum / steps:.3f}"
         self.progress.tokens_seen += int(tokens)
         point: dict[str, Any] = {"step": step, "epoch": round(step / self.steps_per_epoch, 4),
                                  "tokens": self.progress.tokens_seen, "train_loss": loss_sum / steps,
@@ -401,8 +406,9 @@ class Trainer:
         }
 
     def _rank_state(self) -> dict[str, Any]:
-        return {"rng": rng_state(self.runtime.device), "totals": {k: list(v) for k, v in self.epoch_totals.items()},
-                "window": list(self.window)}
+        return {"rng": rng_state(self.runtime.device),
+                "totals": {k: torch.as_tensor(v).tolist() for k, v in self.epoch_totals.items()},
+                "window": [float(w) for w in self.window]}
 
     def save(self) -> None:
         """Write the checkpoint (rank 0); a collective: every rank calls it and hands over its own state."""
@@ -438,8 +444,8 @@ class Trainer:
         self.history = list(state.get("history", []))
         self.step_log = list(state.get("step_log", []))
         self.epoch_clock = dict(state.get("epoch_clock", {"time_s": 0.0, "tokens": 0}))
-        self.epoch_totals, self.window = restore_rank_state(state, self.checkpoint_path, self.runtime,
-                                                            self.settings.seed)
+        totals, self.window = restore_rank_state(state, self.checkpoint_path, self.runtime, self.settings.seed)
+        self.epoch_totals = {k: torch.tensor(v, dtype=torch.float64, device=self.runtime.device) for k, v in totals.items()}
         return True
 
     def _stop_if_requested(self) -> None:

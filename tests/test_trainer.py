@@ -173,3 +173,49 @@ def test_a_config_key_newer_than_the_checkpoint_takes_its_default(tmp_path: Path
     assert load_compatible(tmp_path / "old.pth", cfg.to_dict(), "f", "v.model")["config"] == old
     with pytest.raises(UserError, match="rotary: checkpoint False vs config True"):
         load_compatible(tmp_path / "old.pth", {**cfg.to_dict(), "rotary": True}, "f", "v.model")
+
+
+def test_a_training_step_reads_nothing_back_to_the_host(store: TokenStore, tmp_path: Path) -> None:
+    """No .item() / float() / int() / bool() / .tolist() of a tensor inside a step: on a GPU each would wait
+    for the device. The metrics and the loss stay tensors until a step-log point or the epoch's end reads
+    them once. Not counted: collate (it builds the batch on the host) and AdamW's CPU code path, which reads
+    its step counter (the fused AdamW the trainer takes on CUDA keeps it on the device)."""
+    trainer = make_trainer(store, tmp_path / "run.pth")
+    batches = plan(store, 0)
+    reads: list[str] = []
+    counting = [False]
+    originals = {name: getattr(torch.Tensor, name) for name in ("item", "__float__", "__int__", "__bool__", "tolist")}
+
+    def counted(name):
+        def read(self, *args, **kwargs):
+            if counting[0]:
+                reads.append(name)
+            return originals[name](self, *args, **kwargs)
+        return read
+
+    def uncounted(function):
+        def call(*args, **kwargs):
+            counting[0] = False
+            try:
+                return function(*args, **kwargs)
+            finally:
+                counting[0] = True
+        return call
+
+    trainer.data.collate = uncounted(trainer.data.collate)
+    trainer.optimizer.step = uncounted(trainer.optimizer.step)
+    trainer.step(trainer.data, batches[0])  # the first step also checks that every parameter got a gradient
+    try:
+        for name in originals:
+            setattr(torch.Tensor, name, counted(name))
+        counting[0] = True
+        for indices in batches[1:4]:
+            trainer.step(trainer.data, indices)
+            trainer.log_step(10)  # not a log point: reads nothing
+        counting[0] = False
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+    assert reads == []
+    trainer.log_step(1)  # a log point reads the window's sums back, once
+    assert trainer.step_log[-1]["step"] == 4 and np.isfinite(trainer.step_log[-1]["train_loss"])
