@@ -32,6 +32,7 @@ class Settings:
     matmul_sizes: tuple[int, ...]
     slice_mb: float  # kowiki slice for data.py (full run)
     workers: int  # data.py --workers
+    loop_steps: int  # optimizer steps of each timed training loop (case 6)
     seed: int = 42
 
 

@@ -235,7 +235,31 @@ def gpu_section(r: Results) -> list[str]:
                                                                                       r.gpu.bf16_peak_gflops, mfu=True)
 
 
+def loop_section(r: Results) -> list[str]:
+    s = r.settings
+    lines = ["## 6. The training loop", "",
+             f"The loop of every `pretrain.py` (common/trainer.py: `epochs`, `batches`, `step`) on {s.pretrain_batch}"
+             f" x {s.pretrain_len}-token batches of each model's store (case 3's), {s.loop_steps} optimizer steps from"
+             " a fresh config_half.json model. \"Collate\" is where a batch is made: in the step (`--prefetch 0`, the"
+             " loop before the background thread) or by a thread two batches ahead (`--prefetch 2`, the default)."
+             " Waiting: the share of the loop's time spent waiting for a batch when the dataset's collate is slowed"
+             " on purpose by a sleep as long as one step (collating as costly as computing); the first batch has"
+             " nothing to overlap with, so the share is also given after it. Tokens/s: the loop without the sleep"
+             " (median of the interleaved repetitions). Graphs: `torch._dynamo.explain` of the pretraining forward and"
+             " loss, what `--compile` traces (one graph and no break: no host sync, no recompile from the data)."]
+    if (missing := not_run(r, "6")) is not None:
+        return lines + [""] + missing
+    rows = []
+    for lp in r.loop:
+        for p in (0, 2):
+            whole, after = lp.wait_share[p]
+            rows.append([lp.model, str(p), f"{lp.step_ms:.0f}", f"{100 * whole:.1f}%", f"{100 * after:.1f}%",
+                         fmt_rate(lp.tokens_per_s[p]), f"{lp.graphs} ({lp.graph_breaks})" if p == 2 else ""])
+    return lines + [""] + table(["model", "--prefetch", "step ms", "waiting, slowed collate",
+                                 "waiting after the first batch", "tokens/s (no sleep)", "graphs (breaks)"], rows)
+
+
 def render(r: Results) -> str:
     parts = [header(r), machine_section(r), targets_section(r), finetune_section(r), pretrain_section(r),
-             data_section(r), generation_section(r), gpu_section(r)]
+             data_section(r), generation_section(r), gpu_section(r), loop_section(r)]
     return "\n\n".join("\n".join(p) for p in parts) + "\n"

@@ -7,6 +7,7 @@ from bench.context import Settings
 from bench.data_memory import DataResult
 from bench.finetune import FinetuneResult
 from bench.generation import GenerationResult
+from bench.loop import LoopResult
 from bench.pretrain import GpuResult, PretrainResult
 
 MB = 2**20  # the unit of the report's memory and corpus sizes
@@ -27,6 +28,7 @@ class Results:
     data: list[DataResult] = field(default_factory=list)
     generation: GenerationResult | None = None
     gpu: GpuResult | None = None
-    selected: set[str] = field(default_factory=set)  # cases run: "1", "2", "3", "4", "5"
+    loop: list[LoopResult] = field(default_factory=list)
+    selected: set[str] = field(default_factory=set)  # cases run: "1" ... "6"
     errors: dict[str, str] = field(default_factory=dict)  # case -> error message
     minutes: float = 0.0

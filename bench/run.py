@@ -33,6 +33,7 @@ from bench.data_memory import data_case
 from bench.finetune import encode_reviews, finetune_case
 from bench.generation import generation_case
 from bench.inputs import MODELS, StoreBuilder, prepare
+from bench.loop import loop_case
 from bench.pretrain import gpu_case, pretrain_case
 from bench.report import render
 from bench.results import Results
@@ -42,16 +43,16 @@ from common.device import Runtime, select_device
 from common.io import atomic_open
 
 DEFAULT_REPORT = REPO_ROOT / "bench" / "README.md"
-ALL_CASES = ("1", "2", "3", "4")
+ALL_CASES = ("1", "2", "3", "4", "6")
 
 # Full run: about 12 minutes on 2 CPU cores (the classic pipeline's padded batches take the most).
 FULL = Settings(reps=3, finetune_batch=128, finetune_batches=6, classic_batches=2, pretrain_batch=32,
                       pretrain_len=256, gen_tokens=256, loader_batches=50, warmup_steps=2,
-                      matmul_sizes=(1024, 1536, 2048), slice_mb=16.0, workers=os.cpu_count() or 1)
+                      matmul_sizes=(1024, 1536, 2048), slice_mb=16.0, workers=os.cpu_count() or 1, loop_steps=8)
 # Quick run (CI): the sample corpus, small batches, few reps; proves every case runs.
 QUICK = Settings(reps=2, finetune_batch=16, finetune_batches=2, classic_batches=1, pretrain_batch=4,
                        pretrain_len=64, gen_tokens=16, loader_batches=5, warmup_steps=1,
-                       matmul_sizes=(256, 512), slice_mb=0.0, workers=1)
+                       matmul_sizes=(256, 512), slice_mb=0.0, workers=1, loop_steps=3)
 
 
 def cpu_model() -> str:
@@ -208,6 +209,10 @@ def run_cases(ctx: Context, results: Results, models: tuple[str, ...], profile: 
     def generation() -> None:
         results.generation = generation_case(ctx)
 
+    def loop() -> None:
+        for name in models:
+            results.loop.append(loop_case(ctx, name))
+
     def gpu() -> None:
         results.gpu = gpu_case(ctx, models)
 
@@ -216,6 +221,7 @@ def run_cases(ctx: Context, results: Results, models: tuple[str, ...], profile: 
     attempt("3", "data.py throughput and the loader's memory", data)
     attempt("4", "generation", generation)
     attempt("5", "CUDA: config.json pretraining in bf16 (MFU)", gpu)
+    attempt("6", "the training loop: waiting for data with a slowed collate, compiled graphs", loop)
     if profile and ("2" not in results.selected or profile not in models):
         ctx.log(f"profile: {profile} pretraining step")
         pretrain_case(ctx, profile, profile=True)

@@ -50,4 +50,13 @@ def targets(r: Results) -> list[Target]:
             ratio = m.rate / one.hf_cache.rate
             out.append(Target("4", f"KV-cache generation vs HF generate (cache), batch 1, {how}", ">= 2x",
                               f"{ratio:.2f}x", ratio >= 2.0))
+    for lp in r.loop:
+        _, after = lp.wait_share[2]
+        out.append(Target("6", f"{lp.model} loop waiting for data, collate slowed to a step, --prefetch 2 (after the "
+                               f"first batch)", "< 5%", f"{100 * after:.1f}%", after < 0.05))
+        ratio = lp.tokens_per_s[2] / lp.tokens_per_s[0]
+        out.append(Target("6", f"{lp.model} loop tokens/s, --prefetch 2 vs collating in the step", ">= 1.0x",
+                          f"{ratio:.3f}x", ratio >= 1.0))
+        out.append(Target("6", f"{lp.model} compiled pretraining step: graphs (breaks)", "1 (0)",
+                          f"{lp.graphs} ({lp.graph_breaks})", lp.graphs == 1 and lp.graph_breaks == 0))
     return out

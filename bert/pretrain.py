@@ -174,8 +174,8 @@ def main(args: argparse.Namespace) -> list[dict]:
             trainer.tracker = outputs.enter_context(open_tracker(args, inputs.save, meta))
 
         for epoch in trainer.epochs():
-            for indices in trainer.batches(plan(epoch)):
-                trainer.step(train_set, indices)
+            for batch in trainer.batches(train_set, plan(epoch)):  # collated ahead by a thread
+                trainer.step(batch)
                 curve = {}
                 if trainer.due(args.eval_every):  # a point of the held-out curve
                     curve = prefixed("heldout_", evaluate(model, curve_set, args.batch, runtime))

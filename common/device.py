@@ -238,3 +238,12 @@ def restore_rank_state(state: dict, path: Path, runtime: Runtime, seed: int) -> 
     else:
         torch.manual_seed(rank_seed(seed, runtime.rank))
     return totals, window
+
+
+def use_deterministic_algorithms() -> None:
+    """Deterministic kernels on CUDA (`--deterministic`): torch raises on an op that has none, and cuBLAS
+    gets the fixed workspace its deterministic mode needs (the variable must be set before CUDA starts).
+    With it, a resumed GPU run repeats the uninterrupted one exactly, as a CPU run always does."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False

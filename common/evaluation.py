@@ -13,13 +13,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from common.device import Runtime, gather_objects, rank_seed
+from common.device import Runtime, gather_objects
 from common.losses import Metrics
 
 
 class Dataset(Protocol):
+    """Instances by index; `collate` makes a batch of tensors on the host, drawing any randomness (the
+    encoders' masks) from `rng` alone, so that a batch is the same whenever and wherever it is made."""
     def __len__(self) -> int: ...
-    def collate(self, indices: np.ndarray) -> dict[str, Tensor]: ...
+    def collate(self, indices: np.ndarray, rng: np.random.Generator | None = None) -> dict[str, Tensor]: ...
 
 
 def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
@@ -61,21 +63,18 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, runtime: Runti
 
     Rank r takes batches r, r + world_size, ...; the sums are added over ranks,
     so the result does not depend on the number of ranks. Batch i's collate draws
-    from torch's CPU generator seeded with (seed, i), inside a fork of the RNG:
-    the same masks every epoch and on any number of ranks, and the training RNG
-    stream is left as it was.
+    from a generator seeded with (seed, i): the same masks every epoch and on any
+    number of ranks, and the training RNG stream is left as it was.
     """
     was_training = model.training
     model.eval()
     if batches is None:
         batches = [np.arange(i, min(i + batch_size, len(dataset))) for i in range(0, len(dataset), batch_size)]
     totals: dict[str, Tensor] = {}
-    with torch.random.fork_rng(devices=[]):
-        for i in range(runtime.rank, len(batches), runtime.world_size):
-            torch.default_generator.manual_seed(rank_seed(seed, i))  # CPU only; the CUDA stream is not used here
-            batch = to_device(dataset.collate(batches[i]), runtime.device)
-            with runtime.autocast():
-                _, metrics = model(**batch)
-            add_metrics(totals, metrics)
+    for i in range(runtime.rank, len(batches), runtime.world_size):
+        batch = to_device(dataset.collate(batches[i], np.random.default_rng([seed, i])), runtime.device)
+        with runtime.autocast():
+            _, metrics = model(**batch)
+        add_metrics(totals, metrics)
     model.train(was_training)
     return reduce_metrics(totals, runtime)

@@ -135,7 +135,7 @@ class ReviewDataset:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def collate(self, indices: np.ndarray) -> dict[str, Tensor]:
+    def collate(self, indices: np.ndarray, rng: np.random.Generator | None = None) -> dict[str, Tensor]:
         T = int(self.lengths[indices].max())
         input_ids = np.full((len(indices), T), PAD_ID, dtype=np.int64)
         for row, i in enumerate(indices):

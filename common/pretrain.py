@@ -34,8 +34,8 @@ class Subset:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def collate(self, indices: np.ndarray):
-        return self.dataset.collate(self.indices[indices])
+    def collate(self, indices: np.ndarray, rng: np.random.Generator | None = None):
+        return self.dataset.collate(self.indices[indices], rng)
 
 
 def heldout_split(n: int, share: float) -> tuple[np.ndarray, np.ndarray]:

@@ -4,8 +4,8 @@ flags and settings (schedule, optimizer, resume checks) and the batch plans.
 The scripts keep the loop in view (cramming's shape):
 
     for epoch in trainer.epochs():
-        for indices in trainer.batches(plan(epoch)):
-            trainer.step(train_set, indices)             # forward, backward, clip, AdamW, schedule
+        for batch in trainer.batches(train_set, plan(epoch)):   # collated ahead by a background thread
+            trainer.step(batch)                          # forward, backward, clip, AdamW, schedule
             trainer.log_step(log_every, evaluated)       # the step log: train loss, lr, tokens/s (+ evaluated)
             if trainer.due(save_every): trainer.save()
         trainer.end_epoch(trainer.epoch_metrics(), evaluated)   # history row, checkpoint
@@ -28,7 +28,9 @@ import argparse
 import contextlib
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from common.checkpoint import load_checkpoint, prev_path, save_checkpoint
 from common.cli import (StopFlag, Stopped, UserError, add_gpu_option, add_vocab_option, non_negative_int, positive_int,
                         rel)
 from common.device import (Runtime, any_rank, check_every_parameter_trained, gather_objects, rank_seed,
-                           restore_rank_state, rng_state)
+                           restore_rank_state, rng_state, use_deterministic_algorithms)
 from common.evaluation import Dataset, add_metrics, reduce_metrics, to_device
 from common.io import NoSpace
 from common.tracking import add_tracking_args
@@ -65,6 +67,7 @@ class TrainSettings:
     max_steps: int = 0  # stop after this many optimizer steps; 0 = no cap
     beta2: float = 0.999  # AdamW's second-moment decay (0.98-0.99 adapt faster in short runs)
     compile: bool = False  # torch.compile the training forward/backward (CPU inductor or CUDA)
+    prefetch: int = 2  # batches a background thread collates ahead of the step (0: in the step)
 
     def warmup_steps(self, total: int) -> int:
         return int(self.warmup * total) if self.warmup < 1 else int(self.warmup)
@@ -114,6 +117,11 @@ def add_common_training_args(parser: argparse.ArgumentParser, folder: Path, save
     add_gpu_option(parser)
     parser.add_argument("--seed", type=int, default=42, help="random seed")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step (inductor; CPU or CUDA)")
+    parser.add_argument("--prefetch", type=non_negative_int, default=2,
+                        help="batches a background thread collates ahead of the training step (0: in the step)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="CUDA: deterministic kernels (torch.use_deterministic_algorithms, a fixed cuBLAS "
+                             "workspace), so that --resume is exact on a GPU too, at some speed (the CPU always is)")
     parser.add_argument("--resume", nargs="?", const="yes", default="no", choices=RESUME_MODES, metavar="auto",
                         help="continue from the checkpoint training left behind; 'auto': continue when there is "
                              "one, else start (what a restarted worker of torchrun --max-restarts needs)")
@@ -134,6 +142,8 @@ def resolve_resume(mode: str, save: Path) -> bool:
 
 
 def settings_from_args(args: argparse.Namespace, save_every: int = 0) -> TrainSettings:
+    if args.deterministic:  # before CUDA starts: the cuBLAS workspace is read then
+        use_deterministic_algorithms()
     if args.lr <= 0:
         raise UserError(f"--lr must be > 0, got {args.lr}")
     if args.warmup < 0:
@@ -142,7 +152,8 @@ def settings_from_args(args: argparse.Namespace, save_every: int = 0) -> TrainSe
         raise UserError(f"--beta2 must be in (0, 1), got {args.beta2}")
     return TrainSettings(epochs=args.epoch, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
                          weight_decay=args.weight_decay, grad_accum=args.grad_accum, seed=args.seed,
-                         save_every=save_every, max_steps=args.max_steps, beta2=args.beta2, compile=args.compile)
+                         save_every=save_every, max_steps=args.max_steps, beta2=args.beta2, compile=args.compile,
+                         prefetch=args.prefetch)
 
 
 # --- batch plans: which instances go together, in which order (the same on every rank) ----------------------
@@ -184,6 +195,14 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 STOP_CHECK_EVERY = 10  # steps between the ranks' agreement on a stop request under DDP
+
+
+@dataclass
+class Batch:
+    """A global batch as this rank trains on it, collated on the host."""
+    size: int  # instances in the global batch (all ranks)
+    micro: list[tuple[int, dict[str, torch.Tensor]]]  # this rank's micro-batches: (instances, tensors)
+    n_tokens: int  # real (non-[PAD]) tokens in them
 
 
 @dataclass
@@ -242,6 +261,7 @@ class Trainer:
         self.epoch_clock = {"time_s": 0.0, "tokens": 0}
         self._stop: StopFlag | None = None
         self._bar: tqdm | None = None
+        self.data_wait_s = 0.0  # seconds the loop waited for a batch to be collated (bench: the overlap)
         self._shown_loss = "-"  # the progress bar's loss: the last step-log point's (read back there, not per step)
         self._epoch_start = 0.0
         self._epoch_length = 0  # batches in the current epoch's plan
@@ -268,47 +288,76 @@ class Trainer:
             while p.epoch < self.settings.epochs and not self.done:
                 yield p.epoch
 
-    def batches(self, plan: list[np.ndarray]) -> Iterator[np.ndarray]:
-        """The batches of this epoch's plan still to train (capped by --max_steps), with a progress bar."""
+    def batches(self, dataset: Dataset, plan: list[np.ndarray]) -> Iterator[Batch]:
+        """The batches of this epoch's plan still to train (capped by --max_steps), collated by a background
+        thread `prefetch` batches ahead of the step (0: when the step needs them), with a progress bar."""
         p, rt = self.progress, self.runtime
         self._epoch_length = len(plan)
-        steps_this_epoch = min(len(plan), p.step_in_epoch + self.total_steps - p.global_step)
-        self._bar = tqdm(total=steps_this_epoch, initial=p.step_in_epoch, desc=f"{self.desc} {p.epoch + 1}/{self.settings.epochs}",
+        first, end = p.step_in_epoch, min(len(plan), p.step_in_epoch + self.total_steps - p.global_step)
+        plan_start = p.global_step - first  # the global step of plan[0]
+        self._bar = tqdm(total=end, initial=first, desc=f"{self.desc} {p.epoch + 1}/{self.settings.epochs}",
                          disable=not rt.is_main, dynamic_ncols=True, mininterval=1.0)
         self._epoch_start = time.perf_counter() - self.epoch_clock["time_s"]
-        with self._bar:  # closed on any exit, so an error message starts on a line of its own
-            while p.step_in_epoch < len(plan) and not self.done:
-                yield plan[p.step_in_epoch]
-                # on the last step, finishing is quicker than stopping; under DDP the ranks agree on a stop
-                # every STOP_CHECK_EVERY steps (a collective that reads a value back)
-                if not self.done and (not rt.distributed or self.due(STOP_CHECK_EVERY)):
-                    self._stop_if_requested()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collate") if self.settings.prefetch else None
+        queued: deque[Future] = deque()
+        ahead = first  # the next plan position to hand to the thread
+        try:
+            with self._bar:  # closed on any exit, so an error message starts on a line of its own
+                while p.step_in_epoch < len(plan) and not self.done:
+                    while pool is not None and ahead < end and len(queued) <= self.settings.prefetch:
+                        queued.append(pool.submit(self.make_batch, dataset, plan[ahead], plan_start + ahead))
+                        ahead += 1
+                    waited = time.perf_counter()
+                    batch = queued.popleft().result() if pool is not None else \
+                        self.make_batch(dataset, plan[p.step_in_epoch], p.global_step)
+                    self.data_wait_s += time.perf_counter() - waited
+                    yield batch
+                    # on the last step, finishing is quicker than stopping; under DDP the ranks agree on a stop
+                    # every STOP_CHECK_EVERY steps (a collective that reads a value back)
+                    if not self.done and (not rt.distributed or self.due(STOP_CHECK_EVERY)):
+                        self._stop_if_requested()
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         self._elapsed = time.perf_counter() - self._epoch_start
 
-    def step(self, dataset: Dataset, indices: np.ndarray) -> float:
-        """One optimizer step on the global batch `indices` of `dataset`: this rank's slice, cut into
-        --grad_accum micro-batches, each collated, forwarded (autocast) and backpropagated; then clipping,
-        AdamW at the schedule's learning rate. Returns the batch's mean loss (this rank's)."""
+    def make_batch(self, dataset: Dataset, indices: np.ndarray, step: int) -> Batch:
+        """This rank's slice of the global batch `indices`, cut into --grad_accum micro-batches and collated
+        on the host (pinned for a non-blocking copy on CUDA). Any randomness of the batch (the encoders'
+        masks) comes from a generator seeded by (--seed, step, the micro-batch's instances): the same batch
+        whenever the thread makes it, on resume too, and independent of the training RNG (dropout)."""
+        rt, s = self.runtime, self.settings
+        mine = np.array_split(indices, rt.world_size)[rt.rank]
+        micro, n_tokens = [], 0
+        for mb in np.array_split(mine, s.grad_accum):
+            tensors = dataset.collate(mb, np.random.default_rng([s.seed, step, *np.asarray(mb).tolist()]))
+            n_tokens += int(np.count_nonzero(tensors["input_ids"].numpy() != PAD_ID))
+            if rt.device.type == "cuda":
+                tensors = {k: v.pin_memory() for k, v in tensors.items()}
+            micro.append((len(mb), tensors))
+        return Batch(len(indices), micro, n_tokens)
+
+    def step(self, batch: Batch) -> torch.Tensor:
+        """One optimizer step on a global batch (`batches` makes them): each of this rank's micro-batches
+        forwarded (autocast) and backpropagated, then clipping, AdamW at the schedule's learning rate.
+        Returns this rank's mean loss as a tensor (reading it would wait for the device)."""
         s, rt, p = self.settings, self.runtime, self.progress
         lr = s.lr * lr_factor(p.global_step, self.total_steps, self.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        mine = np.array_split(indices, rt.world_size)[rt.rank]
-        micro_batches = np.array_split(mine, s.grad_accum)
-        loss_sum, n_tokens = 0.0, 0  # (the loss stays a tensor on the device: no host read in the step)
-        for i, mb in enumerate(micro_batches):
-            cpu_batch = dataset.collate(mb)
-            n_tokens += int(np.count_nonzero(cpu_batch["input_ids"].numpy() != PAD_ID))  # counted on the host batch
-            batch = to_device(cpu_batch, rt.device)
+        n_mine = sum(n for n, _ in batch.micro)
+        loss_sum = 0.0  # (the loss stays a tensor on the device: no host read in the step)
+        for i, (n, tensors) in enumerate(batch.micro):
+            inputs = to_device(tensors, rt.device)
             # DDP averages gradients over ranks; weight each micro-batch by its share
             # of the global batch so any split gives the gradient of the global mean.
-            weight = rt.world_size * len(mb) / len(indices)
-            sync = i == len(micro_batches) - 1 or not rt.distributed
+            weight = rt.world_size * n / batch.size
+            sync = i == len(batch.micro) - 1 or not rt.distributed
             with (contextlib.nullcontext() if sync else self.train_module.no_sync()), rt.autocast():
-                loss, metrics = self.train_module(**batch)
+                loss, metrics = self.train_module(**inputs)
             (loss * weight).backward()
             add_metrics(self.epoch_totals, metrics)
-            loss_sum = loss_sum + loss.detach().to(torch.float64) * (len(mb) / len(mine))
+            loss_sum = loss_sum + loss.detach().to(torch.float64) * (n / n_mine)
         if not self._checked_gradients:  # after the first backward (see common/device.py)
             check_every_parameter_trained(self.model, self.runtime)
             self._checked_gradients = True
@@ -319,9 +368,9 @@ class Trainer:
 
         p.step_in_epoch += 1
         p.global_step += 1
-        tokens = self.epoch_clock["tokens"] + n_tokens
+        tokens = self.epoch_clock["tokens"] + batch.n_tokens
         self.epoch_clock = {"time_s": time.perf_counter() - self._epoch_start, "tokens": tokens}
-        self.window = [self.window[0] + loss_sum, self.window[1] + 1, self.window[2] + n_tokens]
+        self.window = [self.window[0] + loss_sum, self.window[1] + 1, self.window[2] + batch.n_tokens]
         if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix(loss=self._shown_loss, tok_s=f"{self.tokens_per_s:,.0f}", refresh=False)

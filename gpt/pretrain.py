@@ -38,7 +38,7 @@ class WindowDataset:
     def __len__(self) -> int:
         return (len(self.tokens) - 1) // self.n_seq
 
-    def collate(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+    def collate(self, indices: np.ndarray, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
         starts = np.asarray(indices, dtype=np.int64)[:, None] * self.n_seq
         windows = torch.from_numpy(self.tokens[starts + np.arange(self.n_seq + 1)].astype(np.int64))
         return {"input_ids": windows[:, :-1], "labels": windows[:, 1:]}
@@ -81,8 +81,8 @@ def main(args: argparse.Namespace) -> list[dict]:
             trainer.tracker = outputs.enter_context(open_tracker(args, inputs.save, meta))
 
         for epoch in trainer.epochs():
-            for indices in trainer.batches(plan(epoch)):
-                trainer.step(train_set, indices)
+            for batch in trainer.batches(train_set, plan(epoch)):  # collated ahead by a thread
+                trainer.step(batch)
                 curve = {}
                 if trainer.due(args.eval_every):  # a point of the held-out curve
                     curve = prefixed("heldout_", evaluate(model, curve_set, args.batch, runtime))

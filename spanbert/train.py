@@ -60,8 +60,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         dev_every = trainer.steps_per_epoch // args.dev_per_epoch if args.dev_per_epoch > 1 else 0
 
         for epoch in trainer.epochs():
-            for indices in trainer.batches(plan(epoch)):
-                trainer.step(train_set, indices)
+            for batch in trainer.batches(train_set, plan(epoch)):  # collated ahead by a thread
+                trainer.step(batch)
                 dev = {}
                 if trainer.due(dev_every) and not trainer.epoch_finished:  # (an epoch end scores dev below)
                     dev = prefixed("dev_", score_dev())

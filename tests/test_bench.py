@@ -86,7 +86,12 @@ def test_report_has_numbers_for_every_case(quick_report: str) -> None:
     assert ("1", "ours, recompute (no cache)") in contenders and len(generation) == 7
 
     targets = table_under(quick_report, "## Targets")
-    assert {t["case"] for t in targets} == {"1a", "1b", "2", "3", "4"}
+    assert {t["case"] for t in targets} == {"1a", "1b", "2", "3", "4", "6"}
+    loop = table_under(quick_report, "## 6. The training loop")
+    assert {(r["model"], r["--prefetch"]) for r in loop} == {(m, p) for m in models for p in ("0", "2")}
+    assert all(number(r["tokens/s (no sleep)"]) > 0 for r in loop)
+    # every model's compiled pretraining step is one graph without a break (measured, so asserted)
+    assert {r["graphs (breaks)"] for r in loop if r["--prefetch"] == "2"} == {"1 (0)"}
     for t in targets:
         assert t["result"] in ("PASS", "**MISS**"), t
         number(t["measured"].split()[0])  # a number, e.g. "1.23x", "55%", "+0.1 MB"

@@ -168,7 +168,7 @@ def test_unused_parameter_is_named(tmp_path: Path, gpt_store: Path, capsys) -> N
     data = WindowDataset(TokenStore(gpt_store), cfg)
     trainer = Trainer(model, TrainSettings(epochs=1, batch_size=4, lr=1e-3), Runtime(torch.device("cpu")), 1,
                       tmp_path / "ckpt.pth")
-    trainer.step(data, random_batches(len(data), 4, 0, 0)[0])
+    trainer.step(trainer.make_batch(data, random_batches(len(data), 4, 0, 0)[0], step=0))
     err = capsys.readouterr().err
     assert "unused.weight, unused.bias" in err and "torchrun" in err
 

@@ -45,8 +45,8 @@ def plan(store: TokenStore, epoch: int) -> list[np.ndarray]:
 def fit(trainer: Trainer, store: TokenStore) -> None:
     """The loop of every pretrain.py, its evaluation left out."""
     for epoch in trainer.epochs():
-        for indices in trainer.batches(plan(store, epoch)):
-            trainer.step(trainer.data, indices)
+        for batch in trainer.batches(trainer.data, plan(store, epoch)):
+            trainer.step(batch)
             trainer.log_step(10)
             if trainer.due(trainer.settings.save_every):
                 trainer.save()
@@ -204,13 +204,13 @@ def test_a_training_step_reads_nothing_back_to_the_host(store: TokenStore, tmp_p
 
     trainer.data.collate = uncounted(trainer.data.collate)
     trainer.optimizer.step = uncounted(trainer.optimizer.step)
-    trainer.step(trainer.data, batches[0])  # the first step also checks that every parameter got a gradient
+    trainer.step(trainer.make_batch(trainer.data, batches[0], 0))  # the first step also checks that every parameter got a gradient
     try:
         for name in originals:
             setattr(torch.Tensor, name, counted(name))
         counting[0] = True
-        for indices in batches[1:4]:
-            trainer.step(trainer.data, indices)
+        for step, indices in enumerate(batches[1:4], start=1):
+            trainer.step(trainer.make_batch(trainer.data, indices, step))
             trainer.log_step(10)  # not a log point: reads nothing
         counting[0] = False
     finally:
@@ -219,3 +219,16 @@ def test_a_training_step_reads_nothing_back_to_the_host(store: TokenStore, tmp_p
     assert reads == []
     trainer.log_step(1)  # a log point reads the window's sums back, once
     assert trainer.step_log[-1]["step"] == 4 and np.isfinite(trainer.step_log[-1]["train_loss"])
+
+
+def test_collating_ahead_in_a_thread_changes_no_number(store: TokenStore, tmp_path: Path) -> None:
+    """The background thread (--prefetch 2, the default) makes the same batches as collating in the step
+    (--prefetch 0): every batch's randomness comes from (seed, step, instances), not from when it is made."""
+    weights = []
+    for prefetch in (0, 2):
+        trainer = make_trainer(store, tmp_path / f"p{prefetch}.pth")
+        trainer.settings.prefetch = prefetch
+        fit(trainer, store)
+        weights.append(trainer.model.state_dict())
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, atol=0, rtol=0, msg=name)
