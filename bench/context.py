@@ -33,6 +33,7 @@ class Settings:
     slice_mb: float  # kowiki slice for data.py (full run)
     workers: int  # data.py --workers
     loop_steps: int  # optimizer steps of each timed training loop (case 6)
+    loop_reps: int  # interleaved repetitions of case 6's unslowed loops
     seed: int = 42
 
 

@@ -81,10 +81,10 @@ def loop_case(ctx: Context, name: str) -> LoopResult:
     _, open_dataset, _ = pretraining(name)
     dataset = open_dataset(TokenStore(ctx.stores.build(name, 1).store), cfg)
     steps = s.loop_steps
-    run_loop(ctx, name, dataset, 0, 2)  # warm-up (allocator, first-call costs)
+    run_loop(ctx, name, dataset, 0, 1)  # warm-up (allocator, first-call costs)
     times: dict[int, list[float]] = {0: [], 2: []}
     tokens: dict[int, list[float]] = {0: [], 2: []}
-    for _ in range(s.reps):  # interleaved: background load hits both alike
+    for _ in range(s.loop_reps):  # interleaved: background load hits both alike
         for prefetch in (0, 2):
             seconds, _, _, n_tokens = run_loop(ctx, name, dataset, prefetch, steps)
             times[prefetch].append(seconds)

@@ -48,11 +48,13 @@ ALL_CASES = ("1", "2", "3", "4", "6")
 # Full run: about 12 minutes on 2 CPU cores (the classic pipeline's padded batches take the most).
 FULL = Settings(reps=3, finetune_batch=128, finetune_batches=6, classic_batches=2, pretrain_batch=32,
                       pretrain_len=256, gen_tokens=256, loader_batches=50, warmup_steps=2,
-                      matmul_sizes=(1024, 1536, 2048), slice_mb=16.0, workers=os.cpu_count() or 1, loop_steps=8)
+                      matmul_sizes=(1024, 1536, 2048), slice_mb=16.0, workers=os.cpu_count() or 1, loop_steps=8,
+                      loop_reps=3)
 # Quick run (CI): the sample corpus, small batches, few reps; proves every case runs.
 QUICK = Settings(reps=2, finetune_batch=16, finetune_batches=2, classic_batches=1, pretrain_batch=4,
                        pretrain_len=64, gen_tokens=16, loader_batches=5, warmup_steps=1,
-                       matmul_sizes=(256, 512), slice_mb=0.0, workers=1, loop_steps=3)
+                       matmul_sizes=(256, 512), slice_mb=0.0, workers=1, loop_steps=3,
+                       loop_reps=1)
 
 
 def cpu_model() -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -38,6 +39,7 @@ from common.experiment_report import (SCRATCH, STEPS_SUFFIX, TAKEN_OVER, Arm, Bu
                                       only_arms, plan, recipe_budget, recipe_checkpoint, report, store_path)
 from common.io import read_csv
 from common.results import append_result
+from common.token_store import TokenStore
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
@@ -84,9 +86,13 @@ def pretrain_arm(exp: Experiment, paths: Paths, arm: Arm, budget: Budget, checkp
     _run([sys.executable, "data.py", "--n_seq", str(budget.n_seq), "--output", store, *text, "--vocab", str(paths.vocab)],
          exp.folder)
     checkpoint.parent.mkdir(exist_ok=True)
+    # --max_steps sets the schedule; --epoch only has to allow as many passes over the store as the budget needs
+    # (a budget longer than the store, the encoders' review text, reads it more than once, masked anew each time)
+    store_tokens = int(TokenStore(store).meta.get("n_tokens", 0))
+    passes = math.ceil(budget.pretrain_tokens / store_tokens) + 1 if store_tokens else 1
     _run([sys.executable, "pretrain.py", "--input", store, "--save", str(checkpoint), "--vocab", str(paths.vocab),
           "--config", str(paths.config), "--dropout", f"{budget.dropout:g}", "--batch", str(budget.pretrain_batch),
-          "--max_steps", str(budget.pretrain_steps), "--epoch", "1", "--lr", f"{budget.pretrain_lr:g}",
+          "--max_steps", str(budget.pretrain_steps), "--epoch", str(passes), "--lr", f"{budget.pretrain_lr:g}",
           "--warmup", str(budget.pretrain_warmup), "--beta2", f"{budget.beta2:g}", "--save_every", "50",
           *(["--compile"] if budget.compile else []), "--resume", "auto", *_gpu_args(budget)], exp.folder)
 

@@ -68,7 +68,7 @@ def test_each_script_declares_its_flags_main_and_loop() -> None:
         for script in ("pretrain.py", "train.py"):
             text = (REPO_ROOT / model / script).read_text(encoding="utf-8")
             assert "def parse_args(" in text and "def main(" in text, f"{model}/{script}"
-            assert re.search(r"for epoch in trainer\.epochs\(\):\n\s+for indices in trainer\.batches\(", text), \
+            assert re.search(r"for epoch in trainer\.epochs\(\):\n\s+for batch in trainer\.batches\(", text), \
                 f"{model}/{script}: the loop is not in the script"
             assert "trainer.step(" in text
     assert re.search(r'add_argument\("--lm"', (REPO_ROOT / "gpt" / "train.py").read_text(encoding="utf-8"))
