@@ -78,7 +78,7 @@ def run_loop(ctx: Context, name: str, dataset: Dataset, prefetch: int, steps: in
 def loop_case(ctx: Context, name: str) -> LoopResult:
     s = ctx.settings
     cfg = ctx.config(name)
-    _, open_dataset, _ = pretraining(name)
+    build_model, open_dataset, _ = pretraining(name)
     dataset = open_dataset(TokenStore(ctx.stores.build(name, 1).store), cfg)
     steps = s.loop_steps
     run_loop(ctx, name, dataset, 0, 1)  # warm-up (allocator, first-call costs)
@@ -98,7 +98,6 @@ def loop_case(ctx: Context, name: str) -> LoopResult:
         ctx.log(f"{name} loop, collate slowed by {1000 * step_s:.0f} ms: prefetch {prefetch} waits "
                 f"{100 * wait_share[prefetch][0]:.0f}% of the loop ({100 * wait_share[prefetch][1]:.0f}% after the first batch)")
     torch.manual_seed(s.seed)
-    build_model, _, _ = pretraining(name)
     batch = dataset.collate(random_batches(len(dataset), s.pretrain_batch, s.seed, 0)[0], np.random.default_rng(0))
     explanation = torch._dynamo.explain(build_model(cfg))(**batch)
     return LoopResult(name, steps, 1000 * step_s, wait_share,

@@ -56,6 +56,11 @@ def add_metrics(totals: dict[str, Tensor], metrics: Metrics) -> None:
         totals[name] = totals[name] + pair.to(totals[name].device) if name in totals else pair
 
 
+def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    """Metrics named for where they were measured (`heldout_loss`, `dev_acc`) in the logs."""
+    return {f"{prefix}{k}": v for k, v in metrics.items()}
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, runtime: Runtime,
              batches: list[np.ndarray] | None = None, seed: int = 0) -> dict[str, float]:

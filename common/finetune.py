@@ -180,10 +180,17 @@ def save_best(path: Path, model: nn.Module, meta: dict[str, Any], epoch: int, de
                         keep_previous=False)
 
 
-def load_best(path: Path, model: nn.Module) -> None:
-    """The best-dev weights back into the model, to score test once (rank 0 wrote them before the last
-    collective of the loop)."""
-    model.load_state_dict(load_checkpoint(path, fallback=False)["model"])
+def score_best_epoch(trainer: Trainer, best: Path, score: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """Test, scored once by `score` with the weights of the epoch dev picked (`best`: rank 0 wrote it before
+    the loop's last collective); printed and sent to the tracker."""
+    trainer.model.load_state_dict(load_checkpoint(best, fallback=False)["model"])
+    test = score()
+    if trainer.runtime.is_main:
+        print(f"test (epoch {max(trainer.history, key=lambda r: r['dev_acc'])['epoch']}): "
+              f"loss {test['loss']:.4f} acc {test['acc']:.4f}")
+        if trainer.tracker is not None:
+            trainer.tracker.log({"test/loss": test["loss"], "test/acc": test["acc"]}, trainer.progress.global_step)
+    return test
 
 
 def report(args: argparse.Namespace, name: str, inputs: FinetuningInputs, trainer: Trainer, variant: str,

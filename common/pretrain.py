@@ -133,10 +133,6 @@ def checkpoint_meta(kind: str, inputs: PretrainingInputs, args: argparse.Namespa
             "vocab": {"fingerprint": inputs.vocab.fingerprint, "size": len(inputs.vocab)}, "args": vars(args)}
 
 
-def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
-    return {f"{prefix}{k}": v for k, v in metrics.items()}
-
-
 def store_columns(inputs: PretrainingInputs, args: argparse.Namespace) -> dict[str, int]:
     """What a results table needs beside the loss: the tokens per step and the corpus size."""
     return {"batch": args.batch, "n_seq": inputs.store.meta.get("n_seq", inputs.cfg.n_seq),

@@ -7,7 +7,7 @@ The scripts keep the loop in view (cramming's shape):
         for batch in trainer.batches(train_set, plan(epoch)):   # collated ahead by a background thread
             trainer.step(batch)                          # forward, backward, clip, AdamW, schedule
             trainer.log_step(log_every, evaluated)       # the step log: train loss, lr, tokens/s (+ evaluated)
-            if trainer.due(save_every): trainer.save()
+            if trainer.due(save_every) and not trainer.epoch_finished: trainer.save()
         trainer.end_epoch(trainer.epoch_metrics(), evaluated)   # history row, checkpoint
 
 What the trainer hides: AdamW with linear warmup then linear decay, gradient accumulation and clipping,
@@ -29,7 +29,7 @@ import contextlib
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,9 +157,6 @@ def settings_from_args(args: argparse.Namespace, save_every: int = 0) -> TrainSe
 
 
 # --- batch plans: which instances go together, in which order (the same on every rank) ----------------------
-
-BatchPlan = Callable[[int], list[np.ndarray]]
-
 
 def random_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True) -> list[np.ndarray]:
     """A seeded permutation of range(n) cut into batches; the same (seed, epoch) gives the same plan."""

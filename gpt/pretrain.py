@@ -18,10 +18,10 @@ from common.checkpoint import load_compatible
 from common.cli import make_parser, run_main
 from common.config import ModelConfig
 from common.device import seed_everything, setup_runtime
-from common.evaluation import evaluate
+from common.evaluation import evaluate, prefixed
 from common.losses import perplexity
 from common.pretrain import (Subset, add_pretraining_args, announce, check_inputs, checkpoint_meta, locked_outputs,
-                             prefixed, split, store_columns, write_logs)
+                             split, store_columns, write_logs)
 from common.token_store import TokenStore, token_counts
 from common.tracking import open_tracker
 from common.trainer import Trainer, random_batches
@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> list[dict]:
                 if trainer.due(args.eval_every):  # a point of the held-out curve
                     curve = prefixed("heldout_", evaluate(model, curve_set, args.batch, runtime))
                 trainer.log_step(args.log_every, curve)
-                if trainer.due(args.save_every):
+                if trainer.due(args.save_every) and not trainer.epoch_finished:  # (end_epoch saves the epoch's end)
                     trainer.save()
             train = trainer.epoch_metrics()
             heldout = evaluate(model, heldout_set, args.batch, runtime)

@@ -18,9 +18,9 @@ from bert.pretrain import MaskedSegmentDataset, init_vocab_heads
 from common.checkpoint import load_compatible
 from common.cli import make_parser, run_main
 from common.device import seed_everything, setup_runtime
-from common.evaluation import evaluate
+from common.evaluation import evaluate, prefixed
 from common.pretrain import (add_pretraining_args, announce, check_inputs, checkpoint_meta, format_head_metrics,
-                             locked_outputs, prefixed, split, store_columns, write_logs)
+                             locked_outputs, split, store_columns, write_logs)
 from common.tracking import open_tracker
 from common.trainer import Trainer, random_batches
 from spanbert.data import DEFAULT_OUTPUT, mask_spans, max_span_masked
@@ -77,7 +77,7 @@ def main(args: argparse.Namespace) -> list[dict]:
                 if trainer.due(args.eval_every):  # a point of the held-out curve
                     curve = prefixed("heldout_", evaluate(model, curve_set, args.batch, runtime))
                 trainer.log_step(args.log_every, curve)
-                if trainer.due(args.save_every):
+                if trainer.due(args.save_every) and not trainer.epoch_finished:  # (end_epoch saves the epoch's end)
                     trainer.save()
             train = trainer.epoch_metrics()
             heldout = evaluate(model, heldout_set, args.batch, runtime)

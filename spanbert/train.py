@@ -17,9 +17,9 @@ from common.checkpoint import load_compatible
 from common.cli import make_parser, run_main
 from common.config import ModelConfig
 from common.device import seed_everything, setup_runtime
-from common.finetune import (add_finetuning_args, batch_plan, check_inputs, classifier_meta, encode_splits, load_best,
-                             locked_outputs, report, save_best, scorer, start_weights)
-from common.pretrain import prefixed
+from common.evaluation import prefixed
+from common.finetune import (add_finetuning_args, batch_plan, check_inputs, classifier_meta, encode_splits,
+                             locked_outputs, report, save_best, score_best_epoch, scorer, start_weights)
 from common.tracking import open_tracker
 from common.trainer import Trainer
 from spanbert.model import LOGIT_CHOICES, SpanBertForSequenceClassification
@@ -56,7 +56,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             trainer.resume(load_compatible(inputs.state_path, meta["config"], inputs.vocab.fingerprint, args.vocab))
         if runtime.is_main:
             trainer.tracker = outputs.enter_context(open_tracker(args, inputs.save, meta))
-        score_dev, score_test = scorer(model, dev_set, args, runtime), scorer(model, test_set, args, runtime)
+        score_dev = scorer(model, dev_set, args, runtime)
         dev_every = trainer.steps_per_epoch // args.dev_per_epoch if args.dev_per_epoch > 1 else 0
 
         for epoch in trainer.epochs():
@@ -75,13 +75,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                       f"{dev['loss']:.4f} acc {dev['acc']:.4f}" + (" (best dev so far: saved)" if best else ""))
             trainer.end_epoch(train, {"dev_loss": dev["loss"], "dev_acc": dev["acc"]})
 
-        load_best(inputs.save, model)  # test is scored once, with the epoch dev picked
-        test = score_test()
-        if runtime.is_main:
-            print(f"test (epoch {max(trainer.history, key=lambda r: r['dev_acc'])['epoch']}): "
-                  f"loss {test['loss']:.4f} acc {test['acc']:.4f}")
-            if trainer.tracker is not None:
-                trainer.tracker.log({"test/loss": test["loss"], "test/acc": test["acc"]}, trainer.progress.global_step)
+        test = score_best_epoch(trainer, inputs.save, scorer(model, test_set, args, runtime))  # test, once
         return report(args, "spanbert", inputs, trainer, args.logit, pretrained, test)
 
 

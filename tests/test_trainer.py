@@ -48,7 +48,7 @@ def fit(trainer: Trainer, store: TokenStore) -> None:
         for batch in trainer.batches(trainer.data, plan(store, epoch)):
             trainer.step(batch)
             trainer.log_step(10)
-            if trainer.due(trainer.settings.save_every):
+            if trainer.due(trainer.settings.save_every) and not trainer.epoch_finished:
                 trainer.save()
         trainer.end_epoch(trainer.epoch_metrics(), {})
 
