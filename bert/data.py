@@ -17,6 +17,11 @@ so reviews make no NSP pairs. They are packed, in order, into MLM-only instances
 RoBERTa packs full sentences across documents), with the NSP label NO_NSP, which
 the NSP loss skips. `--input none` builds a store of the reviews alone.
 
+pretrain.py holds out the store's tail. The last --heldout of the articles (at
+least two) are paired among themselves, after all the others, and the store
+declares their instances (`heldout_instances`): a held-out pair never takes its
+random B from a training article, nor a training pair from a held-out one.
+
 Masks are NOT stored: the pretraining dataset draws them on the fly for every
 batch (dynamic masking, see README.md), so the store holds the token ids once.
 "Another article" is drawn from a bounded buffer of the last --nsp_buffer
@@ -33,12 +38,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 
 import numpy as np
 
 from common.cli import DATA_DIR, UserError, positive_int, probability, run_main
-from common.prep import (add_review_text_args, check_output, data_parser, load_store_vocab, packed_reviews,
-                         pretraining_review_ids, store_sources, tokenized_articles)
+from common.prep import (add_review_text_args, check_output, count_articles, data_parser, load_store_vocab,
+                         packed_reviews, pretraining_review_ids, store_sources, tokenized_articles)
 from common.token_store import StoreWriter
 from common.vocab import CLS_ID, MASK_ID, N_SPECIAL, SEP_ID, Vocab, word_start_table
 
@@ -264,9 +270,29 @@ def corpus_pairs(articles: Iterable[Article], max_tokens: int, short_seq_prob: f
     yield from article_pairs(last, lambda: buffer[int(rng.integers(len(buffer) - 1))], max_tokens, short_seq_prob, rng)
 
 
+def corpus_pairs_held_out(articles: Iterable[Article], n_articles: int, n_heldout: int, max_tokens: int,
+                          short_seq_prob: float, rng: np.random.Generator,
+                          buffer_size: int) -> Iterator[tuple[Pair, bool]]:
+    """(pair, held out) for every pair: the first n_articles - n_heldout articles' pairs, then the last
+    n_heldout articles' (if any), paired among themselves: no held-out instance holds training text as its
+    B, and no training instance a held-out article's."""
+    stream = iter(articles)
+    groups = [(islice(stream, n_articles - n_heldout), False), (stream, True)] if n_heldout else [(stream, False)]
+    for group, is_heldout in groups:
+        for pair in corpus_pairs(group, max_tokens, short_seq_prob, rng, buffer_size):
+            yield pair, is_heldout
+
+
+def heldout_article_count(n_articles: int, share: float) -> int:
+    """How many of the corpus' last articles are held out: round(share x n_articles), at least two (a random B
+    needs another held-out article), none when share is 0 or the rest would be fewer than two articles."""
+    n_heldout = max(2, int(round(n_articles * share))) if share > 0 else 0
+    return n_heldout if n_articles - n_heldout >= 2 else 0
+
+
 def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: int, mask_prob: float = 0.15,
           short_seq_prob: float = 0.1, nsp_buffer: int = 1000, seed: int = 12345, extra: str | None = None,
-          test_path: str = "") -> dict:
+          test_path: str = "", heldout: float = 0.01) -> dict:
     vocab = load_store_vocab(vocab_path)
     if n_seq < 5:
         raise UserError(f"--n_seq {n_seq} is too short for [CLS] A [SEP] B [SEP]; use at least 5")
@@ -275,18 +301,20 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
     sentence_end = sentence_end_table(vocab)
     rng = np.random.default_rng(seed)
     counts = {"n_articles": 0, "n_instances": 0, "n_tokens": 0, "n_is_next": 0, "n_reviews": len(reviews),
-              "n_review_instances": 0}
+              "n_review_instances": 0, "heldout_articles": 0, "heldout_instances": 0}
+    n_corpus = count_articles(input_path) if input_path != "none" else 0
+    counts["heldout_articles"] = heldout_article_count(n_corpus, heldout)
 
-    def articles() -> Iterator[Article]:
-        for paragraphs in tokenized_articles(input_path, vocab_path, workers):
+    def articles(paragraph_lists: Iterator[list[list[int]]]) -> Iterator[Article]:
+        for paragraphs in paragraph_lists:
             article = [s for p in paragraphs for s in split_sentences(p, sentence_end, word_starts)]
             if article:
                 counts["n_articles"] += 1
                 yield article
 
     meta = {"format": "bert", "n_seq": n_seq, "mask_prob": mask_prob, "short_seq_prob": short_seq_prob,
-            "nsp_buffer": nsp_buffer, "seed": seed, "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab),
-            **store_sources(input_path, extra)}
+            "nsp_buffer": nsp_buffer, "seed": seed, "heldout": heldout, "vocab_fingerprint": vocab.fingerprint,
+            "vocab_size": len(vocab), **store_sources(input_path, extra)}
     with StoreWriter(output, meta) as store:
         store.append("word_starts", word_starts.astype(np.uint8))
 
@@ -296,8 +324,13 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
                 yield ids, {"len_a": len(ids), "is_next": NO_NSP}
             if input_path == "none":
                 return
-            for a, b, label in corpus_pairs(articles(), n_seq - 3, short_seq_prob, rng, nsp_buffer):
+            # The held-out articles (the corpus' last ones, pretrain.py's held-out tail) are paired among
+            # themselves, and the others never draw a B from them: held-out instances hold no training text.
+            pairs = corpus_pairs_held_out(articles(tokenized_articles(input_path, vocab_path, workers)), n_corpus,
+                                          counts["heldout_articles"], n_seq - 3, short_seq_prob, rng, nsp_buffer)
+            for (a, b, label), is_heldout in pairs:
                 counts["n_is_next"] += label
+                counts["heldout_instances"] += is_heldout
                 yield np.concatenate([[CLS_ID], a, [SEP_ID], b, [SEP_ID]]), {"len_a": len(a) + 2, "is_next": label}
 
         counts["n_instances"], counts["n_tokens"] = store.write_instances(
@@ -309,8 +342,10 @@ def build(input_path: str, output: str, n_seq: int, vocab_path: str, workers: in
     pairs = f"{counts['n_is_next'] / n_pairs:.1%} of the pairs with B following A" if n_pairs else "no sentence pair"
     reviews_part = (f"; {counts['n_reviews']:,} reviews packed into {counts['n_review_instances']:,} MLM-only "
                     f"instances" if extra else "")
+    heldout_part = (f"; the last {counts['heldout_articles']:,} articles ({counts['heldout_instances']:,} instances, "
+                    f"paired among themselves) held out" if counts["heldout_articles"] else "")
     print(f"wrote {output}: {counts['n_articles']:,} articles, {n:,} instances of at most {n_seq} tokens "
-          f"({counts['n_tokens'] / n:.0f} on average, {pairs}){reviews_part}")
+          f"({counts['n_tokens'] / n:.0f} on average, {pairs}){reviews_part}{heldout_part}")
     return store.meta
 
 
@@ -323,11 +358,14 @@ def main() -> None:
     parser.add_argument("--nsp_buffer", type=positive_int, default=1000,
                         help="random B segments come from this many neighbouring articles (bounds memory)")
     parser.add_argument("--seed", type=int, default=12345, help="random seed of the pairing (BERT's default)")
+    parser.add_argument("--heldout", type=probability, default=0.01,
+                        help="share of the articles (the last ones, at least two; 0: none) held out for pretrain.py's "
+                             "held-out metrics, paired only among themselves so that no held-out B is training text")
     add_review_text_args(parser)
     args = parser.parse_args()
     run_main(lambda: check_output(args.output, args.force, args.n_seq, extra=store_sources(args.input, args.extra)["extra"])
              and build(args.input, args.output, args.n_seq, args.vocab, args.workers, args.mask_prob,
-                       args.short_seq_prob, args.nsp_buffer, args.seed, args.extra, args.test))
+                       args.short_seq_prob, args.nsp_buffer, args.seed, args.extra, args.test, args.heldout))
 
 
 if __name__ == "__main__":

@@ -160,7 +160,9 @@ def main(args: argparse.Namespace) -> list[dict]:
     runtime = setup_runtime(args.gpu)
     with locked_outputs(args, inputs, runtime) as outputs:
         seed_everything(args.seed)
-        train_set, heldout_set, curve_set = split(PretrainingDataset(inputs.store, inputs.cfg), args)
+        # a kowiki store holds out its last articles, paired among themselves (data.py --heldout): that tail
+        train_set, heldout_set, curve_set = split(PretrainingDataset(inputs.store, inputs.cfg), args,
+                                                  inputs.store.meta.get("heldout_instances", 0))
         model = BertForPreTraining(inputs.cfg)
         if not args.resume:  # a resumed run restores the biases with the weights
             init_vocab_heads(model, train_set)

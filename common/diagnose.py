@@ -165,7 +165,7 @@ def diagnose(spec: Pretraining, checkpoint: Path, store_dir: Path | None, n_inst
     store = TokenStore(store_dir or spec.default_input, hint=f"run python data.py in {spec.name}/")
     store.check_vocab(state["vocab"]["fingerprint"], checkpoint)
     dataset = spec.open_dataset(store, cfg)
-    indices = heldout_split(len(dataset), state["args"].get("heldout", 0.01))[1][:n_instances]
+    indices = heldout_split(len(dataset), state["args"].get("heldout", 0.01), store.meta.get("heldout_instances", 0))[1][:n_instances]
     torch.manual_seed(seed)
     batch = dataset.collate(indices)
     fresh = spec.build_model(cfg)

@@ -187,12 +187,23 @@ def bounded_imap(pool: Pool, fn: Callable[[T], R], items: Iterable[T], ahead: in
         yield pending.popleft().get()
 
 
-def tokenized_articles(path: str | os.PathLike, vocab_path: str | os.PathLike, workers: int,
-                       chunk_size: int = 64) -> Iterator[list[list[int]]]:
-    """Yield each article of kowiki.json as a list of paragraphs, each a list of token ids."""
+def corpus_file(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"corpus not found: {p} (build it with python data/kowiki.py from the repository root)")
+    return p
+
+
+def count_articles(path: str | os.PathLike) -> int:
+    """The number of articles (non-blank lines) of kowiki.json, read without tokenizing."""
+    with open(corpus_file(path), "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def tokenized_articles(path: str | os.PathLike, vocab_path: str | os.PathLike, workers: int,
+                       chunk_size: int = 64) -> Iterator[list[list[int]]]:
+    """Yield each article of kowiki.json as a list of paragraphs, each a list of token ids."""
+    p = corpus_file(path)
     bar: tqdm | None = None  # opened with the first good chunk, so an input refused at once prints only its error
     chunks = _chunks(p, chunk_size)
     if workers == 1:

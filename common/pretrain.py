@@ -38,9 +38,10 @@ class Subset:
         return self.dataset.collate(self.indices[indices], rng)
 
 
-def heldout_split(n: int, share: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) indices of n instances: the held-out slice is the corpus' tail, never trained on."""
-    n_heldout = max(1, int(round(n * share)))
+def heldout_split(n: int, share: float, store_heldout: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices of n instances: the held-out slice is the corpus' tail, never trained on:
+    the `store_heldout` instances its store declares held out (articles its data.py paired apart), else `share` of n."""
+    n_heldout = store_heldout or max(1, int(round(n * share)))
     return np.arange(n - n_heldout), np.arange(n - n_heldout, n)
 
 
@@ -67,7 +68,9 @@ def add_pretraining_args(parser: argparse.ArgumentParser, folder: Path, default_
     parser.add_argument("--input", default=rel(default_input), help="token store folder from data.py")
     add_common_training_args(parser, folder, "save_pretrain.pth", batch, epoch, lr)
     parser.add_argument("--save_every", type=non_negative_int, default=1000, help="also checkpoint every N steps (0: epoch ends only)")
-    parser.add_argument("--heldout", type=float, default=0.01, help="share of instances held out for evaluation, never trained on")
+    parser.add_argument("--heldout", type=float, default=0.01,
+                        help="share of instances held out for evaluation, never trained on (a store that declares "
+                             "its held-out instances keeps those)")
     parser.add_argument("--eval_every", type=non_negative_int, default=100,
                         help=f"steps between held-out evaluations of the step log (the pretraining curve), on the "
                              f"first {CURVE_INSTANCES} held-out instances (0: epoch ends only)")
@@ -116,10 +119,11 @@ def locked_outputs(args: argparse.Namespace, inputs: PretrainingInputs, runtime:
         yield outputs
 
 
-def split(dataset: Dataset, args: argparse.Namespace) -> tuple[Subset, Subset, Subset]:
-    """(train, held-out, curve) views of the dataset: the held-out tail (--heldout) is never trained on;
-    the curve is its first CURVE_INSTANCES instances, scored every --eval_every steps."""
-    train_indices, heldout_indices = heldout_split(len(dataset), args.heldout)
+def split(dataset: Dataset, args: argparse.Namespace, store_heldout: int = 0) -> tuple[Subset, Subset, Subset]:
+    """(train, held-out, curve) views of the dataset: the held-out tail (`store_heldout` instances where the
+    store declares them, else --heldout) is never trained on; the curve is its first CURVE_INSTANCES
+    instances, scored every --eval_every steps."""
+    train_indices, heldout_indices = heldout_split(len(dataset), args.heldout, store_heldout)
     if len(train_indices) < args.batch:
         raise UserError(f"{args.input} holds {len(dataset)} instances: too few for --batch {args.batch} after holding "
                         f"out {len(heldout_indices)}; use a bigger corpus or a smaller --batch")

@@ -328,3 +328,31 @@ def test_nsp_loss_skips_instances_without_a_pair(padded) -> None:
     # no pair at all: NSP adds nothing to the loss, which stays the MLM loss
     loss, m = model(ids, mask, types, positions, labels, nsp_labels=torch.full((3,), IGNORE))
     assert int(m["nsp_loss"][1]) == 0 and float(loss) == pytest.approx(float(m["mlm_loss"][0]) / 3, rel=1e-5)
+
+
+def test_heldout_articles_are_paired_apart_from_the_training_ones() -> None:
+    """The last --heldout of the articles come last and draw their random B among themselves only; a
+    training pair never draws one from them (the held-out MLM/NSP figures are on unseen text)."""
+    from bert.data import corpus_pairs_held_out, heldout_article_count
+    n_articles = 60
+    n_heldout = heldout_article_count(n_articles, 0.05)
+    assert n_heldout == 3 and heldout_article_count(n_articles, 0.001) == 2  # at least two: B needs another
+    assert heldout_article_count(3, 0.5) == 0 and heldout_article_count(n_articles, 0.0) == 0
+    pairs = list(corpus_pairs_held_out(synthetic_articles(n_articles), n_articles, n_heldout, 30, 0.1,
+                                       np.random.default_rng(0), buffer_size=1000))
+    flags = [is_heldout for _, is_heldout in pairs]
+    assert flags == sorted(flags) and 0 < sum(flags) < len(flags)  # the held-out pairs form the tail
+    first_heldout = n_articles - n_heldout + 1  # articles are numbered from 1
+    for (a, b, _), is_heldout in pairs:
+        articles = {int(a[0]) // ARTICLE_STRIDE, int(b[0]) // ARTICLE_STRIDE}
+        assert all((k >= first_heldout) == is_heldout for k in articles), (articles, is_heldout)
+    # both kinds of pair among the held-out ones, so the held-out NSP accuracy has both classes
+    assert {label for (_, _, label), is_heldout in pairs if is_heldout} == {0, 1}
+
+
+def test_store_declares_its_heldout_articles_and_pretraining_holds_them_out(store: TokenStore) -> None:
+    from common.pretrain import heldout_split
+    n_heldout = int(store.meta["heldout_instances"])
+    assert store.meta["heldout_articles"] == 2 and 0 < n_heldout < store.meta["n_instances"] // 4
+    train, heldout = heldout_split(store.meta["n_instances"], 0.5, n_heldout)  # the store's count wins
+    assert len(heldout) == n_heldout and heldout[0] == len(train) and heldout[-1] == store.meta["n_instances"] - 1
