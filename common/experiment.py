@@ -98,8 +98,12 @@ def pretrain_arm(exp: Experiment, paths: Paths, arm: Arm, budget: Budget, checkp
 
 
 def note(budget: Budget, run: Run) -> str:
-    return (f"{budget.epochs(run.size)} ep, batch {budget.batch(run.size)}, lr {budget.train_lr:g}; "
-            f"pretrain {budget.pretrain_steps} x {budget.pretrain_batch}x{budget.n_seq} tok")
+    """The run's budget in its results row: the fine-tuning's, and the pretraining's unless from scratch
+    (a scratch row stays valid, and is taken over by a twin, whatever the pretraining budget)."""
+    finetuning = f"{budget.epochs(run.size)} ep, batch {budget.batch(run.size)}, lr {budget.train_lr:g}"
+    if run.arm == SCRATCH:
+        return finetuning
+    return f"{finetuning}; pretrain {budget.pretrain_steps} x {budget.pretrain_batch}x{budget.n_seq} tok"
 
 
 def finetune_run(exp: Experiment, paths: Paths, run: Run, budget: Budget) -> None:

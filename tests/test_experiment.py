@@ -210,6 +210,8 @@ def test_scratch_rows_of_a_twin_are_taken_over_at_the_same_budget(tmp_path: Path
     assert [(r["item"], r["variant"], r["test_acc"]) for r in taken] == [("scratch-cls-n1k-s2", "cls", "0.7083")]
     assert taken[0]["note"].endswith("run scratch-n1k-s2 of ../bert/experiment (the same model)")
     assert here.taken_over(taken[0]) and not here.taken_over(row)  # (the report leaves it out of the time)
+    longer_pretraining = Budget(**{**budget.__dict__, "pretrain_steps": 3200})  # scratch does not depend on it
+    assert twin_scratch_row(here, paths, run, longer_pretraining) == row
     # not taken: another fine-tuning budget, another config, another log folder, a pretrained arm
     other_lr = Budget(**{**budget.__dict__, "train_lr": 1e-4})
     assert twin_scratch_row(here, paths, run, other_lr) is None
