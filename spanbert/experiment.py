@@ -33,6 +33,7 @@ EXPERIMENT = Experiment(
     # rows are taken from ../bert/experiment where they are logged at the same budget
     scratch_twin=BERT_EXPERIMENT,
     config="experiment/config.json",  # BERT's: config_half.json with rotary attention (../bert/README.md)
+    defaults={"pretrain_steps": 3200},  # BERT's budget, four times GPT's (../bert/README.md): one budget for both
 )
 
 if __name__ == "__main__":
